@@ -1,0 +1,38 @@
+"""regrama-lightning: GraMa / ReDo neuron-activity metrics and neuron resets for PyTorch Lightning."""
+
+from regrama_lightning.callbacks import NeuronReset, ReDo, ReGraMa
+from regrama_lightning.gather import MagnitudeGatherer
+from regrama_lightning.metrics import DormantRatio, GraMaRatio, NeuronActivityRatio
+from regrama_lightning.reset import clear_optimizer_state, reset_neurons, select_neurons
+from regrama_lightning.scores import (
+    activation_magnitude_sum,
+    grama_scores,
+    inactive_mask,
+    normalize,
+    output_grad_magnitude_sum,
+    weight_grad_magnitude,
+)
+from regrama_lightning.topology import Consumer, NeuronLayer, TopologyTracer, trace_topology
+
+__all__ = [
+    "Consumer",
+    "DormantRatio",
+    "GraMaRatio",
+    "MagnitudeGatherer",
+    "NeuronActivityRatio",
+    "NeuronLayer",
+    "NeuronReset",
+    "ReDo",
+    "ReGraMa",
+    "TopologyTracer",
+    "activation_magnitude_sum",
+    "clear_optimizer_state",
+    "grama_scores",
+    "inactive_mask",
+    "normalize",
+    "output_grad_magnitude_sum",
+    "reset_neurons",
+    "select_neurons",
+    "trace_topology",
+    "weight_grad_magnitude",
+]

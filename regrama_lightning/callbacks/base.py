@@ -1,0 +1,413 @@
+"""The shared machinery of the ``ReGraMa`` and ``ReDo`` callbacks: schedule, gathering, logging, resets."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor, nn
+
+from regrama_lightning.gather import MagnitudeGatherer, Signal
+from regrama_lightning.metrics import NeuronActivityRatio, global_ratio, layer_ratios
+from regrama_lightning.reset import InitFn, reset_neurons, select_neurons
+from regrama_lightning.topology import (
+    NeuronLayer,
+    TopologyTracer,
+    explicit_consumers,
+    neuron_layers,
+    select_layers,
+)
+
+ResidualPolicy = Literal["measure", "reset", "exclude"]
+_SHARDED = ("FSDP", "DeepSpeed", "ModelParallel", "XLAFSDP")
+
+
+class NeuronReset(pl.Callback):
+    """Measures per-neuron activity of every Linear/Conv layer and resets inactive neurons on a schedule.
+
+    Subclasses choose the signal (``ReGraMa``: gradients; ``ReDo``: activations). The first training batch is
+    traced to learn the model's structure (see :mod:`regrama_lightning.topology`); after that the callback
+    costs nothing on steps it does not measure.
+
+    Args:
+        tau: Inactive when the layer-normalised score is ``<= tau``; ``0`` means exactly zero.
+        reset_every_n_steps: Reset every N steps of the optimizer that owns a layer (each optimizer counts its
+            own steps); ``None`` only measures and logs.
+        include: ``fnmatch`` patterns of layer names to consider (default: all Linear/Conv layers).
+        exclude: Patterns of layer names to leave alone.
+        consumers: Readers of a layer given by hand, ``{layer: [reader, ...]}``, for models the tracer cannot
+            map; each reader must take the layer's neurons in order (in contiguous blocks when flattened).
+        include_output_layers: Also score and reset layers that no other layer reads (network heads).
+        residual: Neurons whose output is summed into a shared stream (residual connections): ``"measure"``
+            scores them but never resets them (their outgoing columns are shared with other neurons);
+            ``"reset"`` re-draws their incoming weights and keeps the shared outgoing ones; ``"exclude"`` does
+            not score them.
+        max_reset_fraction: Reset at most this fraction of a layer's neurons (the lowest-scoring ones).
+        reset_optimizer_state: Zero the optimizer state of the touched entries.
+        init_fn: Re-initialises a copy of a layer in place; defaults to the layer's ``reset_parameters``.
+        log_every_n_steps: Measure and log every N optimizer steps; ``None`` follows the Trainer's
+            ``log_every_n_steps``. Reset steps are always measured.
+        log_per_layer: Also log one ratio per layer.
+        seed: Seed of the re-draws; ``None`` takes ``torch.initial_seed()`` of rank 0.
+        eps: Added to each layer's mean when normalising.
+
+    Raises:
+        ValueError: On any invalid argument, naming it and the fix.
+    """
+
+    signal: Signal = "weight"
+    prefix = "grama"
+    metric_class: type[NeuronActivityRatio] = NeuronActivityRatio
+
+    def __init__(
+        self,
+        tau: float,
+        reset_every_n_steps: int | None = 1000,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        consumers: Mapping[str, Sequence[str]] | None = None,
+        include_output_layers: bool = False,
+        residual: ResidualPolicy = "measure",
+        max_reset_fraction: float | None = None,
+        reset_optimizer_state: bool = True,
+        init_fn: InitFn | None = None,
+        log_every_n_steps: int | None = None,
+        log_per_layer: bool = True,
+        seed: int | None = None,
+        eps: float = 1e-9,
+    ) -> None:
+        _check_number("tau", tau, low=0.0, fix="use 0 to flag only neurons with exactly zero score")
+        _check_period("reset_every_n_steps", reset_every_n_steps, "use None to measure without resetting")
+        _check_period("log_every_n_steps", log_every_n_steps, "use None to follow the Trainer's setting")
+        for arg, patterns in (("include", include), ("exclude", exclude)):
+            if isinstance(patterns, str):
+                raise ValueError(f"`{arg}` must be a list of patterns, not a string: use [{patterns!r}].")
+        if residual not in ("measure", "reset", "exclude"):
+            raise ValueError(f"`residual` must be 'measure', 'reset' or 'exclude', got {residual!r}.")
+        if max_reset_fraction is not None:
+            _check_number("max_reset_fraction", max_reset_fraction, low=0.0, high=1.0, fix="use None for no cap")
+            if max_reset_fraction == 0:
+                raise ValueError("`max_reset_fraction=0` would never reset: use reset_every_n_steps=None instead.")
+        if eps <= 0:
+            raise ValueError(f"`eps` must be > 0, got {eps}.")
+        if init_fn is not None and not callable(init_fn):
+            raise ValueError("`init_fn` must be a callable that re-initialises a module in place, or None.")
+        self.tau = float(tau)
+        self.reset_every_n_steps = reset_every_n_steps
+        self.include = list(include) if include else None
+        self.exclude = list(exclude) if exclude else None
+        self.consumers = {k: list(v) for k, v in (consumers or {}).items()}
+        self.include_output_layers = include_output_layers
+        self.residual = residual
+        self.max_reset_fraction = max_reset_fraction
+        self.reset_optimizer_state = reset_optimizer_state
+        self.init_fn = init_fn
+        self.log_every_n_steps = log_every_n_steps
+        self.log_per_layer = log_per_layer
+        self.seed = seed
+        self.eps = eps
+
+        self.layers: dict[str, NeuronLayer] | None = None  # traced structure; None until the first batch
+        self.scored: list[str] = []  # layers scored (and logged) after the trace
+        self.last_metrics: dict[str, float] = {}
+        self._candidates: dict[str, nn.Module] = {}
+        self._owner: dict[str, int] = {}  # layer name -> optimizer index
+        self._opt_index: dict[int, int] = {}
+        self._steps: list[int] = []
+        self._measuring: set[int] = set()
+        self._measured: set[int] = set()
+        self._reset_due: set[int] = set()
+        self._latest: dict[str, Tensor] = {}
+        self._tracer: TopologyTracer | None = None
+        self._gatherer: MagnitudeGatherer | None = None
+        self._metrics: list[NeuronActivityRatio] = []
+        self._warned_nonfinite = False
+        self._stepped = False
+        self._resets = 0
+
+    # -- set-up -----------------------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Validate the strategy and the layer selection; fix the seed on every rank."""
+        if stage != "fit":
+            return
+        strategy = type(trainer.strategy).__name__
+        if any(s in strategy for s in _SHARDED):
+            raise ValueError(
+                f"{type(self).__name__} does not support {strategy}: parameters, gradients and optimizer state "
+                "are sharded there, so neurons cannot be scored or reset as a whole. Use strategy='ddp' or a "
+                "single device."
+            )
+        layers = neuron_layers(pl_module)
+        if not layers:
+            raise ValueError(
+                f"{type(pl_module).__name__} has no Linear or Conv1d/2d/3d layer, so there are no neurons to "
+                f"score: {type(self).__name__} needs at least one."
+            )
+        for name in self.consumers:
+            if name not in layers:
+                raise ValueError(f"`consumers` key {name!r} is not a Linear/Conv layer; choose among {sorted(layers)}.")
+        selected = select_layers(layers, self.include, self.exclude)
+        self._candidates = {n: m for n, m in selected.items() if m.weight.requires_grad}
+        if not self._candidates:
+            raise ValueError(
+                "No trainable Linear/Conv layer is left after `include`/`exclude` "
+                f"(include={self.include}, exclude={self.exclude}); loosen the patterns."
+            )
+        seed = self.seed if self.seed is not None else torch.initial_seed() % (2**31)
+        self._seed = int(trainer.strategy.broadcast(seed))
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Match each layer to the optimizer that steps it (by parameter identity)."""
+        optimizers = [_unwrap(o) for o in trainer.optimizers]
+        self._opt_index = {id(o): i for i, o in enumerate(optimizers)}
+        param_owner: dict[int, list[int]] = {}
+        for i, optimizer in enumerate(optimizers):
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    param_owner.setdefault(id(p), []).append(i)
+        self._owner = {}
+        for name, module in list(self._candidates.items()):
+            owners = sorted(set(param_owner.get(id(module.weight), [])))
+            if len(owners) > 1:
+                raise ValueError(
+                    f"Layer {name!r} is stepped by optimizers {owners}; a layer's score and reset period need a "
+                    "single owner. Give each parameter to one optimizer or exclude the layer."
+                )
+            if not owners:
+                rank_zero_warn(f"{type(self).__name__}: layer {name!r} is in no optimizer; it is not scored.")
+                del self._candidates[name]
+                continue
+            self._owner[name] = owners[0]
+        if not self._candidates:
+            raise ValueError("No selected Linear/Conv layer is stepped by an optimizer, so there is nothing to score.")
+        if len(self._steps) != len(optimizers):
+            self._steps = [0] * len(optimizers)
+        self._gatherer = MagnitudeGatherer(self._candidates, self.signal)
+        self._metrics = [
+            self.metric_class(
+                {n: _size(m) for n, m in self._candidates.items() if self._owner[n] == i} or {"_": 1},
+                tau=self.tau,
+                eps=self.eps,
+            ).to(pl_module.device)
+            for i in range(len(optimizers))
+        ]
+
+    # -- per batch --------------------------------------------------------------------------------------
+    def _names(self, group: int) -> list[str]:
+        names = self.scored if self.layers is not None else list(self._candidates)
+        return [n for n in names if self._owner.get(n) == group]
+
+    def _due(self, step: int, trainer: pl.Trainer) -> tuple[bool, bool]:
+        log_every = self.log_every_n_steps or trainer.log_every_n_steps
+        reset = self.reset_every_n_steps is not None and step % self.reset_every_n_steps == 0
+        return step % log_every == 0 or reset, reset
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Trace the first batch; hook layers whose optimizer's next step is measured."""
+        tracing = self.layers is None
+        if tracing and self._tracer is None:
+            self._tracer = TopologyTracer(pl_module, on_activation=self._traced_activation)
+            self._tracer.__enter__()
+        self._measuring = {g for g, s in enumerate(self._steps) if self._due(s + 1, trainer)[0]}
+        if self.signal == "activation" and tracing:
+            return  # the tracer reports activations of the traced batch
+        for group in self._measuring:
+            self._gatherer.attach(self._names(group))
+
+    def _traced_activation(self, name: str, output: Tensor, activation: Tensor) -> None:
+        if name in self._owner and self._owner[name] in self._measuring:
+            self._gatherer.observe_activation(name, output, activation)
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+        """Start a gathering window for layers whose gradients were just zeroed."""
+        if self.signal != "weight":
+            for group in self._measuring:
+                self._gatherer.start_window(self._names(group))
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        """Count the owning optimizer's step; at measured steps, read the window's magnitudes."""
+        group = self._opt_index.get(id(_unwrap(optimizer)))
+        if group is None:
+            return
+        self._steps[group] += 1
+        self._stepped = True
+        measure, reset = self._due(self._steps[group], trainer)
+        if measure and group in self._measuring:
+            sums, counts = self._gatherer.collect(self._names(group))
+            if sums:
+                self._metrics[group].update(sums, counts)
+                self._measured.add(group)
+        if reset:
+            self._reset_due.add(group)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Finish the trace; log what was measured; apply due resets after the optimizer steps."""
+        if self._tracer is not None and self._stepped:
+            # The trace covers one whole optimizer-step window (all micro-batches of an accumulation).
+            self._finish_trace(pl_module)
+        self._stepped = False
+        if not self._measured and not self._reset_due:
+            return
+        logs: dict[str, Tensor] = {}
+        for group in sorted(self._measured):
+            self._latest.update(self._read_scores(group))
+        if self._measured:
+            scored = {n: self._latest[n] for n in self.scored if n in self._latest}
+            if scored:
+                logs[f"{self.prefix}/ratio"] = global_ratio(scored, self.tau)
+                if self.log_per_layer:
+                    logs.update({f"{self.prefix}/{n}": r for n, r in layer_ratios(scored, self.tau).items()})
+        if self._reset_due:
+            logs["reset/neurons"] = self._reset(trainer, sorted(self._reset_due))
+        for group in self._measured | self._reset_due:
+            self._gatherer.detach(self._names(group))
+        self._measured.clear()
+        self._reset_due.clear()
+        self._log(trainer, logs)
+
+    def _finish_trace(self, pl_module: pl.LightningModule) -> None:
+        self._tracer.__exit__(None, None, None)
+        layers = self._tracer.topology()
+        self._tracer = None
+        self._apply_explicit_consumers(layers)
+        unused = [n for n in self._candidates if not layers[n].called]
+        if unused:
+            rank_zero_warn(
+                f"{type(self).__name__}: layers {unused} did not run in the first training batch; not scored."
+            )
+        self.scored = [
+            n
+            for n in self._candidates
+            if layers[n].called
+            and (self.include_output_layers or not layers[n].is_output)
+            and not (self.residual == "exclude" and layers[n].writes_residual)
+        ]
+        if not self.scored:
+            raise ValueError(
+                f"{type(self).__name__} found no eligible layer: every selected layer is an output layer, unused "
+                "or excluded. Pass include_output_layers=True, or loosen `include`/`exclude`."
+            )
+        if self.reset_every_n_steps is not None:
+            unmapped = {n: sorted(layers[n].unmapped_readers) for n in self.scored if layers[n].unmapped_readers}
+            unmapped = {n: ops for n, ops in unmapped.items() if n not in self.consumers}
+            if unmapped:
+                raise ValueError(
+                    f"Cannot tell which weights read layers {sorted(unmapped)} (through ops {unmapped}), so their "
+                    "outgoing weights cannot be zeroed. Give their readers with `consumers={layer: [reader]}` or "
+                    "leave them out with `exclude=[...]`."
+                )
+        self.layers = layers
+        if self.signal == "activation":
+            self._gatherer.activations = {n: layers[n].activation for n in self.scored}
+        self._gatherer.detach()
+        for group in self._measuring:
+            self._gatherer.attach(self._names(group))
+        residual = [n for n in self.scored if layers[n].writes_residual]
+        rank_zero_info(
+            f"{type(self).__name__}: scoring {len(self.scored)} layers "
+            f"({sum(layers[n].size for n in self.scored)} neurons)"
+            + (f"; residual-stream writers ({self.residual}): {residual}" if residual else "")
+        )
+
+    def _apply_explicit_consumers(self, layers: dict[str, NeuronLayer]) -> None:
+        modules = {n: layer.module for n, layer in layers.items()}
+        for name, readers in self.consumers.items():
+            layer = layers[name]
+            layer.consumers = explicit_consumers(layer, readers, modules)
+            layer.unmapped_readers = set()
+            layer.called = True
+
+    def _read_scores(self, group: int) -> dict[str, Tensor]:
+        metric = self._metrics[group]
+        scores = metric.compute_scores()
+        if metric.last_skipped > 0 and not self._warned_nonfinite:
+            rank_zero_warn(
+                f"{type(self).__name__}: a measurement had non-finite gradients or activations and was skipped; "
+                "no neuron is reset on it (this warning is shown once)."
+            )
+            self._warned_nonfinite = True
+        metric.reset()
+        return {n: s for n, s in scores.items() if n in self._owner}
+
+    def _reset(self, trainer: pl.Trainer, groups: list[int]) -> Tensor:
+        total = torch.zeros((), dtype=torch.long, device=trainer.lightning_module.device)
+        if self.layers is None:
+            return total
+        optimizers = [_unwrap(o) for o in trainer.optimizers] if self.reset_optimizer_state else []
+        for group in groups:
+            for index, name in enumerate(self._names(group)):
+                layer = self.layers[name]
+                if layer.writes_residual and self.residual == "measure":
+                    continue
+                scores = self._latest.get(name)
+                if scores is None:
+                    continue
+                mask = select_neurons(scores, self.tau, self.max_reset_fraction)
+                seed = (self._seed * 1_000_003 + self._steps[group] * 1009 + index) % (2**63)
+                total = total + reset_neurons(layer, mask, seed=seed, optimizers=optimizers, init_fn=self.init_fn)
+            self._resets += 1
+        return total
+
+    def _log(self, trainer: pl.Trainer, logs: dict[str, Tensor]) -> None:
+        if not logs:
+            return
+        values = {k: float(v) for k, v in logs.items()}  # one host sync per measured step, none otherwise
+        self.last_metrics.update(values)
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in values.items()})
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=step)
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Step counters and seed: all a resumed run needs to continue the same schedule and re-draws."""
+        return {"steps": list(self._steps), "seed": getattr(self, "_seed", self.seed), "resets": self._resets}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the step counters and seed."""
+        self._steps = list(state_dict["steps"])
+        if state_dict.get("seed") is not None:
+            self.seed = int(state_dict["seed"])
+        self._resets = int(state_dict.get("resets", 0))
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Remove hooks and leave the tracer if training stopped inside the first batch."""
+        if self._tracer is not None:
+            self._tracer.__exit__(None, None, None)
+            self._tracer = None
+        if self._gatherer is not None:
+            self._gatherer.detach()
+            self._gatherer.clear()
+
+
+def _unwrap(optimizer: Any) -> Any:
+    return optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer
+
+
+def _size(module: nn.Module) -> int:
+    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
+
+
+def _check_number(name: str, value: Any, low: float, fix: str, high: float | None = None) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= low
+    if not ok or (high is not None and value > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"`{name}` must be a finite number {bound}, got {value!r}; {fix}.")
+
+
+def _check_period(name: str, value: Any, fix: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}; {fix}.")

@@ -1,0 +1,141 @@
+"""Gathering per-neuron magnitudes over one optimizer step's window of backward passes.
+
+A module's score must come only from the losses its own optimizer steps on. Gradients accumulate in ``.grad``
+from every backward since that optimizer's last ``zero_grad``; the gatherers mirror that window exactly: a
+window starts when a backward begins while the layer's ``weight.grad`` is ``None`` (``zero_grad`` ran) and ends
+when its optimizer steps. A SAC actor loss that backpropagates through the critic after the critic's step
+therefore lands in a window that the critic's next ``zero_grad`` throws away, as it does the gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+from typing import Literal
+
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from regrama_lightning.scores import activation_magnitude_sum, output_grad_magnitude_sum, weight_grad_magnitude
+
+Signal = Literal["weight", "output", "activation"]
+
+
+class MagnitudeGatherer:
+    """Collects raw per-neuron magnitude sums for some layers.
+
+    Args:
+        layers: The layers, by name.
+        signal: ``"weight"`` reads ``|W.grad|`` at collection time (nothing to hook); ``"output"`` hooks the
+            gradient of each layer output (GraMa Eq. 2); ``"activation"`` records ``|activation(output)|`` for
+            outputs that a backward pass then reaches (ReDo Eq. 1).
+        activations: For ``"activation"``: maps each layer's raw output to its post-activation value.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+        >>> gatherer = MagnitudeGatherer({"0": net[0]}, "output")
+        >>> gatherer.attach(["0"])
+        >>> gatherer.start_window(["0"])
+        >>> net(torch.randn(16, 4)).sum().backward()
+        >>> sums, counts = gatherer.collect(["0"])
+        >>> gatherer.detach()
+        >>> sums["0"].shape, counts["0"]
+        (torch.Size([8]), 16)
+    """
+
+    def __init__(
+        self,
+        layers: Mapping[str, nn.Module],
+        signal: Signal,
+        activations: Mapping[str, Callable[[Tensor], Tensor]] | None = None,
+    ) -> None:
+        if signal not in ("weight", "output", "activation"):
+            raise ValueError(f"`signal` must be 'weight', 'output' or 'activation', got {signal!r}.")
+        self.layers = dict(layers)
+        self.signal = signal
+        self.activations = dict(activations or {})
+        self._sums: dict[str, Tensor] = {}
+        self._counts: dict[str, int] = {}
+        self._handles: dict[str, RemovableHandle] = {}
+
+    # -- hooks ----------------------------------------------------------------------------------------
+    def attach(self, names: Iterable[str]) -> None:
+        """Hook the forward of these layers (no-op for ``"weight"``, and for layers already hooked)."""
+        if self.signal == "weight":
+            return
+        for name in names:
+            if name not in self._handles:
+                self._handles[name] = self.layers[name].register_forward_hook(partial(self._forward_hook, name))
+
+    def detach(self, names: Iterable[str] | None = None) -> None:
+        """Remove the forward hooks of these layers (all by default)."""
+        for name in list(self._handles) if names is None else names:
+            handle = self._handles.pop(name, None)
+            if handle is not None:
+                handle.remove()
+
+    def _forward_hook(self, name: str, module: nn.Module, args: tuple, output: Tensor) -> None:
+        self.observe_output(name, output)
+        if self.signal == "activation":
+            self.observe_activation(name, output, self.activations[name](output.detach()))
+
+    def observe_output(self, name: str, output: Tensor) -> None:
+        """Record a layer output seen in the forward pass (hooked or traced)."""
+        if self.signal == "output" and output.requires_grad:
+            output.register_hook(partial(self._grad_hook, name, _channel_dim(self.layers[name], output)))
+
+    def observe_activation(self, name: str, output: Tensor, activation: Tensor) -> None:
+        """Record a post-activation value; it counts once a backward pass reaches ``output``."""
+        if self.signal != "activation" or not output.requires_grad:
+            return
+        total, count = activation_magnitude_sum(activation, _channel_dim(self.layers[name], output))
+        output.register_hook(partial(self._add_on_backward, name, total, count))
+
+    def _grad_hook(self, name: str, channel_dim: int, grad: Tensor) -> None:
+        total, count = output_grad_magnitude_sum(grad, channel_dim)
+        self._add(name, total, count)
+
+    def _add_on_backward(self, name: str, total: Tensor, count: int, grad: Tensor) -> None:
+        self._add(name, total, count)
+
+    def _add(self, name: str, total: Tensor, count: int) -> None:
+        if name in self._sums:
+            self._sums[name] = self._sums[name] + total
+            self._counts[name] += count
+        else:
+            self._sums[name] = total
+            self._counts[name] = count
+
+    # -- windows --------------------------------------------------------------------------------------
+    def start_window(self, names: Iterable[str]) -> None:
+        """Call before each backward: layers whose gradients were just zeroed drop what they had gathered."""
+        for name in names:
+            if self.layers[name].weight.grad is None:
+                self._sums.pop(name, None)
+                self._counts.pop(name, None)
+
+    def collect(self, names: Iterable[str]) -> tuple[dict[str, Tensor], dict[str, int]]:
+        """The window's magnitude sums and counts for these layers, ending their window.
+
+        Layers with nothing gathered (not reached by any backward) are left out.
+        """
+        sums: dict[str, Tensor] = {}
+        counts: dict[str, int] = {}
+        for name in names:
+            if self.signal == "weight":
+                if self.layers[name].weight.grad is not None:
+                    sums[name], counts[name] = weight_grad_magnitude(self.layers[name]), 1
+            elif name in self._sums:
+                sums[name], counts[name] = self._sums.pop(name), self._counts.pop(name)
+        return sums, counts
+
+    def clear(self) -> None:
+        """Drop everything gathered."""
+        self._sums.clear()
+        self._counts.clear()
+
+
+def _channel_dim(module: nn.Module, output: Tensor) -> int:
+    if isinstance(module, nn.Linear):
+        return -1
+    return output.dim() - (module.weight.dim() - 2) - 1
