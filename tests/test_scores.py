@@ -1,0 +1,134 @@
+"""Scores against independent computations on a hand-built network with a planted dead neuron."""
+
+import torch
+from helpers import mlp, plant_dead_neuron
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+
+from regrama_lightning import (
+    DormantRatio,
+    GraMaRatio,
+    MagnitudeGatherer,
+    activation_magnitude_sum,
+    grama_scores,
+    normalize,
+    trace_topology,
+    weight_grad_magnitude,
+)
+
+
+def _planted():
+    torch.manual_seed(0)
+    net = mlp((6, 8, 8, 3))
+    plant_dead_neuron(net[0], 5)
+    x = torch.randn(32, 6)
+    y = torch.randint(0, 3, (32,))
+    return net, x, y
+
+
+def test_weight_score_matches_explicit_loop():
+    net, x, y = _planted()
+    F.cross_entropy(net(x), y).backward()
+    grad = net[2].weight.grad
+    by_hand = torch.tensor([sum(abs(float(g)) for g in row) / len(row) for row in grad])
+    assert torch.allclose(weight_grad_magnitude(net[2]), by_hand, atol=1e-7)
+
+
+def test_planted_dead_neuron_scores_zero_under_all_three_definitions():
+    net, x, y = _planted()
+    layers = trace_topology(net, lambda: net(x))
+    gatherers = {s: MagnitudeGatherer({"0": net[0]}, s, {"0": layers["0"].activation}) for s in ("output", "activation")}
+    for g in gatherers.values():
+        g.attach(["0"])
+        g.start_window(["0"])
+    F.cross_entropy(net(x), y).backward()
+    weight = normalize(weight_grad_magnitude(net[0]))
+    out_sum, out_n = gatherers["output"].collect(["0"])
+    act_sum, act_n = gatherers["activation"].collect(["0"])
+    output = normalize(out_sum["0"] / out_n["0"])
+    dormant = normalize(act_sum["0"] / act_n["0"])
+    # Theorem 1: a ReLU neuron that is never active has exactly zero gradient, under both GraMa definitions.
+    for scores in (weight, output, dormant):
+        assert scores[5] == 0.0
+        assert (scores[torch.arange(8) != 5] > 0).all()
+
+
+def test_output_score_is_per_sample_abs_of_output_gradient():
+    torch.manual_seed(1)
+    net = mlp((6, 8, 8, 3))
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    gatherer = MagnitudeGatherer({"2": net[2]}, "output")
+    gatherer.attach(["2"])
+    gatherer.start_window(["2"])
+    F.cross_entropy(net(x), y).backward()
+    sums, counts = gatherer.collect(["2"])
+    # Independent: per-sample gradients of the loss w.r.t. the layer output, one sample at a time.
+    rows = []
+    for i in range(16):
+        hi = net[2](net[1](net[0](x[i : i + 1]))).detach().requires_grad_(True)
+        li = F.cross_entropy(net[4](net[3](hi)), y[i : i + 1]) / 16
+        (gi,) = torch.autograd.grad(li, hi)
+        rows.append(gi.abs()[0])
+    expected = torch.stack(rows).mean(0)
+    assert counts["2"] == 16
+    assert torch.allclose(sums["2"] / counts["2"], expected, rtol=1e-5, atol=1e-9)
+    # The authors' |W.grad| differs from Eq. 2: signs cancel across samples before the abs.
+    assert not torch.allclose(normalize(sums["2"]), normalize(weight_grad_magnitude(net[2])))
+
+
+def test_activation_score_uses_the_traced_nonlinearity_not_relu():
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(4, 5), nn.LayerNorm(5), nn.Tanh(), nn.Linear(5, 2))
+    x = torch.randn(10, 4)
+    layers = trace_topology(net, lambda: net(x))
+    assert layers["0"].activation_name == "tanh"
+    h = net[0](x)
+    assert torch.allclose(layers["0"].activation(h), torch.tanh(F.layer_norm(h, (5,), net[1].weight, net[1].bias)))
+    total, n = activation_magnitude_sum(layers["0"].activation(h))
+    assert n == 10
+    assert torch.allclose(total, torch.tanh(net[1](h)).abs().sum(0))
+
+
+def test_tau_zero_flags_exactly_zero_and_ratio_metric():
+    metric = GraMaRatio({"a": 4, "b": 2}, tau=0.0)
+    metric.update({"a": torch.tensor([0.0, 1e-12, 2.0, 3.0]), "b": torch.tensor([1.0, 1.0])})
+    assert metric.compute_layer_ratios()["a"] == 0.25
+    assert torch.isclose(metric.compute(), torch.tensor(1 / 6))
+
+
+def test_metric_states_sum_like_one_big_batch():
+    # Two "ranks" each see half of the samples; summing their states must equal one metric fed everything.
+    torch.manual_seed(3)
+    parts = [torch.rand(5, 4) for _ in range(2)]
+    whole = DormantRatio({"l": 4}, tau=0.5)
+    whole.update({"l": torch.cat(parts).sum(0)}, {"l": 10})
+    ranks = [DormantRatio({"l": 4}, tau=0.5) for _ in range(2)]
+    for metric, part in zip(ranks, parts, strict=True):
+        metric.update({"l": part.sum(0)}, {"l": 5})
+    merged = DormantRatio({"l": 4}, tau=0.5)
+    for metric in ranks:
+        merged.merge_state(metric)
+    assert torch.allclose(merged.compute_scores()["l"], whole.compute_scores()["l"])
+    expected = normalize(torch.cat(parts).mean(0))
+    assert torch.allclose(whole.compute_scores()["l"], expected)
+
+
+def test_nonfinite_measurement_is_skipped_and_counted():
+    metric = GraMaRatio({"l": 3}, tau=0.1)
+    metric.update({"l": torch.tensor([1.0, float("inf"), 0.0])})
+    metric.update({"l": torch.tensor([1.0, 2.0, 0.0])})
+    scores = metric.compute_scores()
+    assert metric.last_skipped == 1
+    assert torch.allclose(scores["l"], normalize(torch.tensor([1.0, 2.0, 0.0])))
+    empty = GraMaRatio({"l": 3}, tau=0.1)
+    empty.update({"l": torch.tensor([float("nan"), 1.0, 0.0])})
+    assert empty.compute_scores()["l"].isnan().all()  # nothing finite: no score, so never a reset
+
+
+def test_grama_scores_plain_function():
+    net, x, y = _planted()
+    F.cross_entropy(net(x), y).backward()
+    scores = grama_scores(net)
+    assert set(scores) == {"0", "2", "4"}
+    assert torch.isclose(scores["0"].mean(), torch.tensor(1.0))
+    assert scores["0"][5] == 0
