@@ -70,7 +70,9 @@ def test_reset_touches_exactly_the_planted_neuron(optimizer_name):
             t = touched.get(id(p), torch.zeros_like(value, dtype=torch.bool))
             assert (value[t] == 0).all(), key
             assert torch.equal(value[~t], old[~t]), key
-            assert id(p) not in touched or (old[t] != 0).all(), f"{key}: test needs non-zero state on the touched entries"
+            assert id(p) not in touched or (old[t] != 0).all(), (
+                f"{key}: test needs non-zero state on the touched entries"
+            )
 
 
 def test_reset_is_seeded_and_leaves_global_rng_alone():

@@ -37,7 +37,9 @@ def test_weight_score_matches_explicit_loop():
 def test_planted_dead_neuron_scores_zero_under_all_three_definitions():
     net, x, y = _planted()
     layers = trace_topology(net, lambda: net(x))
-    gatherers = {s: MagnitudeGatherer({"0": net[0]}, s, {"0": layers["0"].activation}) for s in ("output", "activation")}
+    gatherers = {
+        s: MagnitudeGatherer({"0": net[0]}, s, {"0": layers["0"].activation}) for s in ("output", "activation")
+    }
     for g in gatherers.values():
         g.attach(["0"])
         g.start_window(["0"])

@@ -338,7 +338,7 @@ class NeuronReset(pl.Callback):
             )
             self._warned_nonfinite = True
         metric.reset()
-        return {n: s for n, s in scores.items() if n in self._owner}
+        return {n: s for n, s in scores.items() if n in self.scored}
 
     def _reset(self, trainer: pl.Trainer, groups: list[int]) -> Tensor:
         total = torch.zeros((), dtype=torch.long, device=trainer.lightning_module.device)

@@ -1,0 +1,204 @@
+"""The callbacks inside a Trainer: schedule, exclusions, AMP, gradient accumulation, logging, bad input."""
+
+import types
+
+import pytest
+import torch
+from helpers import Classifier, loader, mlp, plant_dead_neuron, trainer
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins import MixedPrecision
+from lightning.pytorch.strategies import FSDPStrategy
+from test_topology import BroNet, SmallCNN
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+
+from regrama_lightning import ReDo, ReGraMa
+
+
+class Spy(Callback):
+    """Records the callback's reset counts and the planted neuron's incoming row at each batch end."""
+
+    def __init__(self, target):
+        self.target = target
+        self.rows = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.rows.append(self.target.weight[2].detach().clone())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ReGraMa(reset_every_n_steps=3),
+        lambda: ReGraMa(score="output", reset_every_n_steps=3),
+        lambda: ReDo(reset_every_n_steps=3),
+    ],
+)
+def test_resets_only_on_schedule_and_revive_planted_neuron(make):
+    torch.manual_seed(0)
+    net = mlp((6, 8, 8, 3))
+    plant_dead_neuron(net[0], 2)
+    callback = make()
+    spy = Spy(net[0])
+    trainer([callback, spy], max_steps=7).fit(Classifier(net, optimizer="sgd"), loader(n=112))
+    changed = [i + 1 for i in range(1, 7) if not torch.equal(spy.rows[i], spy.rows[i - 1])]
+    assert spy.rows[0].abs().sum() == 0  # SGD does not move a dead neuron: only a reset does
+    assert changed[0] == 3  # first reset at step 3; after that the revived neuron trains normally
+    assert callback._resets == 2  # steps 3 and 6
+    assert callback.scored == ["net.0", "net.2"]  # the output layer is excluded by default
+
+
+def test_cnn_layernorm_residual_models_run_with_both_callbacks():
+    class Wrap(Classifier):
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return F.mse_loss(self(x).squeeze(-1), y.float())
+
+    for net, shape in ((SmallCNN(), (3, 8, 8)), (BroNet(), (5,))):
+        for callback in (
+            ReGraMa(reset_every_n_steps=2, tau=0.5, residual="reset"),
+            ReDo(reset_every_n_steps=2, tau=0.5),
+        ):
+            model = Wrap(net) if isinstance(net, BroNet) else Classifier(net)
+            trainer([callback], max_steps=4).fit(model, loader(n=64, shape=shape, classes=2))
+            assert callback.last_metrics[f"{callback.prefix}/ratio"] >= 0
+            assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+def test_residual_policy_measure_never_resets_stream_writers():
+    torch.manual_seed(0)
+    net = BroNet()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    callback = ReGraMa(tau=10.0, reset_every_n_steps=1, score="weight")  # every neuron "inactive"
+
+    class Frozen(Classifier):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return F.mse_loss(self(x).squeeze(-1), y.float())
+
+    trainer([callback], max_steps=2).fit(Frozen(net), loader(n=32, shape=(5,), classes=2))
+    assert "net.l2" in callback.scored and callback.layers["net.l2"].writes_residual
+    after = net.state_dict()
+    # Writers are scored but never re-drawn (l2's columns do get zeroed: they are l1's outgoing weights).
+    for key in ("inp.weight", "inp.bias", "l2.bias", "ln2.weight", "ln2.bias"):
+        assert torch.equal(after[key], before[key]), key
+    assert not torch.equal(after["l1.weight"], before["l1.weight"])
+    assert (after["l2.weight"] == 0).all()
+
+
+def test_amp_scaled_gradients_give_the_same_scores():
+    def run(scale):
+        torch.manual_seed(0)
+        callback = ReGraMa(reset_every_n_steps=None, score="output")
+        plugin = MixedPrecision(
+            "16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=scale, growth_interval=10**6)
+        )
+        trainer([callback], max_steps=2, plugins=[plugin]).fit(Classifier(mlp((6, 32, 32, 3))), loader())
+        return callback._latest
+
+    scaled, plain = run(2.0**14), run(1.0)
+    for name in scaled:
+        assert torch.allclose(scaled[name], plain[name], rtol=2e-3, atol=1e-4), name
+
+
+@pytest.mark.parametrize("make", [lambda: ReGraMa(score="weight"), lambda: ReGraMa(score="output"), lambda: ReDo()])
+def test_gradient_accumulation_equals_one_big_batch(make):
+    def run(batch, accumulate):
+        torch.manual_seed(0)
+        callback = make()
+        callback.reset_every_n_steps = None
+        model = Classifier(mlp((6, 16, 16, 3)), optimizer="sgd")
+        trainer([callback], max_steps=2, accumulate_grad_batches=accumulate).fit(model, loader(n=64, batch=batch))
+        return callback._latest
+
+    big, accumulated = run(32, 1), run(8, 4)
+    for name in big:
+        assert torch.allclose(big[name], accumulated[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_nonfinite_gradients_are_skipped_warned_and_never_reset(recwarn):
+    class Poison(Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            for p in pl_module.parameters():
+                if trainer.global_step == 1:
+                    p.grad.fill_(float("nan"))  # the reset step's gradients overflow ...
+                else:
+                    return
+
+    class Sanitize(Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            for p in pl_module.parameters():
+                p.grad.nan_to_num_(0.0)  # ... and are dropped before the optimizer sees them (as GradScaler does)
+
+    torch.manual_seed(0)
+    net = mlp()
+    plant_dead_neuron(net[0], 2)
+    callback = ReGraMa(reset_every_n_steps=2)
+    trainer([Poison(), callback, Sanitize()], max_steps=2).fit(Classifier(net, optimizer="sgd"), loader())
+    assert callback.last_metrics["reset/neurons"] == 0
+    assert net[0].weight[2].abs().sum() == 0  # the dead neuron was not reset on NaN scores
+    assert any("non-finite" in str(w.message) for w in recwarn)
+
+
+def test_logs_to_loggers_and_output_layers_opt_in(tmp_path):
+    torch.manual_seed(0)
+    callback = ReGraMa(reset_every_n_steps=4, include_output_layers=True, log_every_n_steps=2)
+    logger = CSVLogger(tmp_path, name="run")
+    trainer([callback], max_steps=4, logger=logger).fit(Classifier(mlp()), loader())
+    header = (tmp_path / "run" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"grama/ratio", "grama/net.0", "grama/net.2", "grama/net.4", "reset/neurons"} <= set(header)
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="`tau` must be"):
+        ReGraMa(tau=-0.1)
+    with pytest.raises(ValueError, match="`reset_every_n_steps` must be a positive integer or None"):
+        ReGraMa(reset_every_n_steps=0)
+    with pytest.raises(ValueError, match="`score` must be"):
+        ReGraMa(score="grad")
+    with pytest.raises(ValueError, match="`max_reset_fraction`"):
+        ReDo(max_reset_fraction=1.5)
+    with pytest.raises(ValueError, match="`residual` must be"):
+        ReDo(residual="skip")
+    with pytest.raises(ValueError, match="list of patterns"):
+        ReDo(include="net.0")
+
+
+def test_bad_models_raise_at_setup_or_first_batch():
+    with pytest.raises(ValueError, match="matches no Linear/Conv layer"):
+        trainer([ReGraMa(include=["encoder.*"])], max_steps=1).fit(Classifier(mlp()), loader())
+
+    class NoLayers(Classifier):
+        def __init__(self):
+            super().__init__(nn.Sequential(nn.Flatten()))
+            self.w = nn.Parameter(torch.zeros(6, 3))
+
+        def forward(self, x):
+            return x @ self.w
+
+    with pytest.raises(ValueError, match="no Linear or Conv"):
+        trainer([ReGraMa()], max_steps=1).fit(NoLayers(), loader())
+    with pytest.raises(ValueError, match="found no eligible layer"):
+        trainer([ReGraMa()], max_steps=1).fit(Classifier(nn.Linear(6, 3)), loader())
+
+    class Unmappable(Classifier):
+        def forward(self, x):
+            return self.net[2](torch.softmax(self.net[1](self.net[0](x)), -1).cumsum(-1))
+
+    with pytest.raises(ValueError, match="consumers="):
+        trainer([ReGraMa()], max_steps=1).fit(Unmappable(mlp((6, 8, 3))), loader())
+    # Naming the readers by hand makes the same model usable.
+    callback = ReGraMa(consumers={"net.0": ["net.2"]}, reset_every_n_steps=1)
+    trainer([callback], max_steps=1).fit(Unmappable(mlp((6, 8, 3))), loader())
+    assert callback.scored == ["net.0"]
+
+
+def test_sharded_strategies_are_refused():
+    strategy = FSDPStrategy.__new__(FSDPStrategy)
+    fake = types.SimpleNamespace(strategy=strategy)
+    with pytest.raises(ValueError, match="does not support FSDPStrategy"):
+        ReGraMa().setup(fake, Classifier(mlp()), "fit")
