@@ -22,6 +22,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 NEURON_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORM_LAYERS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+_ID = torch.int32  # neuron ids; half the memory of int64 for the one traced batch
 _NONE = -1  # element derived from no traced neuron
 _MIXED = -2  # element that sums the outputs of several neurons (a residual stream, a gate)
 
@@ -182,7 +183,7 @@ class TopologyTracer(TorchFunctionMode):
         for name, layer in self._layers.items():
             self._offsets[name] = start
             start += layer.size
-        self._bounds = torch.tensor([self._offsets[n] for n in self._layers] + [start])
+        self._bounds = torch.tensor([self._offsets[n] for n in self._layers] + [start], dtype=_ID)
         self._names = list(self._layers)
         self._norms: dict[int, tuple[str, nn.Module]] = {}
         for name, module in model.named_modules():
@@ -277,10 +278,14 @@ class TopologyTracer(TorchFunctionMode):
 
     def _swap(self, obj: Any) -> Any:
         def swap(x: Any) -> Any:
-            if isinstance(x, Tensor):
-                hit = self._ids.get(id(x))
-                return hit[1] if hit is not None else torch.full(x.shape, _NONE, dtype=torch.long)
-            return x
+            if not isinstance(x, Tensor):
+                return x
+            hit = self._ids.get(id(x))
+            if hit is not None:
+                return hit[1]
+            if x.is_floating_point() or x.is_complex():
+                return torch.full(x.shape, _NONE, dtype=_ID)  # untraced data joined in (e.g. a cat operand)
+            return x.cpu()  # an index or mask: keep its values
 
         return tree_map(swap, obj)
 
@@ -288,7 +293,7 @@ class TopologyTracer(TorchFunctionMode):
         layer.called = True
         shape = [1] * out.dim()
         shape[channel_dim] = layer.size
-        ids = (torch.arange(layer.size) + self._offsets[layer.name]).view(shape).expand(out.shape)
+        ids = (torch.arange(layer.size, dtype=_ID) + self._offsets[layer.name]).view(shape).expand(out.shape)
         self._ids[id(out)] = (out, ids)
         self._chains[id(out)] = _Chain(layer.name, ())
         self._outputs[id(out)] = (layer.name, out)
@@ -305,7 +310,7 @@ class TopologyTracer(TorchFunctionMode):
     def _merge(self, out: Any, mapped: list[Tensor]) -> Tensor | None:
         if not isinstance(out, Tensor):
             return None
-        result = torch.full(out.shape, _NONE, dtype=torch.long)
+        result = torch.full(out.shape, _NONE, dtype=_ID)
         for t in mapped:
             ids = torch.broadcast_to(self._ids[id(t)][1], out.shape)
             both = (result != _NONE) & (ids != _NONE) & (result != ids)
@@ -380,7 +385,8 @@ class TopologyTracer(TorchFunctionMode):
             producer = self._layers[name]
             if any(c.name == consumer.name for c in producer.consumers):
                 continue  # a layer called twice (shared weights) reads the same columns each time
-            producer.consumers.append(Consumer(consumer.name, consumer.module, cols, owner[cols] - start))
+            neurons = (owner[cols] - start).long()
+            producer.consumers.append(Consumer(consumer.name, consumer.module, cols, neurons))
 
     def _claim_norm(self, name: str, args: tuple, kwargs: dict, ids: Tensor) -> None:
         if name not in _NORMS:
@@ -395,7 +401,7 @@ class TopologyTracer(TorchFunctionMode):
         if len(owners) != 1 or not bool((rows == rows[0]).all()):
             return
         layer = self._layers[owners[0]]
-        expected = torch.arange(layer.size) + self._offsets[layer.name]
+        expected = torch.arange(layer.size, dtype=_ID) + self._offsets[layer.name]
         is_own = rows.shape[1] == layer.size and torch.equal(rows[0], expected)
         if is_own and all(n != hit[0] for n, _ in layer.norms):
             layer.norms.append(hit)

@@ -243,9 +243,8 @@ class NeuronReset(pl.Callback):
         measure, reset = self._due(self._steps[group], trainer)
         if measure and group in self._measuring:
             sums, counts = self._gatherer.collect(self._names(group))
-            if sums:
-                self._metrics[group].update(sums, counts)
-                self._measured.add(group)
+            self._metrics[group].update(sums, counts)
+            self._measured.add(group)  # on every rank alike: reading the scores syncs across ranks
         if reset:
             self._reset_due.add(group)
 
@@ -307,6 +306,10 @@ class NeuronReset(pl.Callback):
                     "outgoing weights cannot be zeroed. Give their readers with `consumers={layer: [reader]}` or "
                     "leave them out with `exclude=[...]`."
                 )
+        for layer in layers.values():
+            for consumer in layer.consumers:  # once, so that resets copy nothing to the device
+                device = consumer.module.weight.device
+                consumer.columns, consumer.neurons = consumer.columns.to(device), consumer.neurons.to(device)
         self.layers = layers
         if self.signal == "activation":
             self._gatherer.activations = {n: layers[n].activation for n in self.scored}
@@ -362,12 +365,20 @@ class NeuronReset(pl.Callback):
     def _log(self, trainer: pl.Trainer, logs: dict[str, Tensor]) -> None:
         if not logs:
             return
-        values = {k: float(v) for k, v in logs.items()}  # one host sync per measured step, none otherwise
+        # One host sync per measured step, none otherwise.
+        values = dict(zip(logs, torch.stack([v.float() for v in logs.values()]).tolist(), strict=True))
         self.last_metrics.update(values)
         trainer.callback_metrics.update({k: torch.tensor(v) for k, v in values.items()})
         step = trainer.fit_loop.epoch_loop._batches_that_stepped
         for logger in trainer.loggers:
             logger.log_metrics(values, step=step)
+
+    @property
+    def state_key(self) -> str:
+        """Distinguishes several instances (e.g. a measuring ReGraMa next to a resetting ReDo) in checkpoints."""
+        return self._generate_state_key(
+            signal=self.signal, tau=self.tau, reset_every_n_steps=self.reset_every_n_steps, include=self.include
+        )
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
