@@ -36,7 +36,7 @@ _DROPOUTS = {"dropout", "dropout_", "alpha_dropout", "feature_alpha_dropout", "d
 _SAME_SHAPE = {
     "clone", "contiguous", "float", "half", "bfloat16", "double", "to", "type", "type_as", "detach", "abs", "neg",
     "__neg__", "__pos__", "exp", "sqrt", "square", "pow", "__pow__", "clamp", "clip", "nan_to_num", "requires_grad_",
-    "normalize",
+    "normalize", "data",
 }  # fmt: skip
 _BINARY = {
     "add", "add_", "__add__", "__radd__", "__iadd__", "sub", "sub_", "__sub__", "__rsub__", "__isub__", "mul",
@@ -47,6 +47,7 @@ _SHAPE = {
     "view", "reshape", "flatten", "unflatten", "permute", "transpose", "t", "squeeze", "unsqueeze", "expand",
     "expand_as", "repeat", "cat", "concat", "concatenate", "stack", "hstack", "vstack", "split", "chunk", "unbind",
     "__getitem__", "narrow", "select", "movedim", "moveaxis", "view_as", "reshape_as", "swapaxes", "tensor_split",
+    "T", "mT",
 }  # fmt: skip
 _POOLS = {
     "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
@@ -206,8 +207,10 @@ class TopologyTracer(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
-        if name in _IGNORED:
-            return out
+        if name == "__get__":  # a property: `x.T`, `x.data`, `x.requires_grad`
+            name = getattr(getattr(func, "__self__", None), "__name__", name)
+        if name in _IGNORED or not any(isinstance(t, Tensor) for t in tree_flatten(out)[0]):
+            return out  # shape queries, hooks, flags: nothing flows on to a layer
         with torch.no_grad():
             self._propagate(name, func, args, kwargs, out)
         return out

@@ -202,3 +202,15 @@ def test_sharded_strategies_are_refused():
     fake = types.SimpleNamespace(strategy=strategy)
     with pytest.raises(ValueError, match="does not support FSDPStrategy"):
         ReGraMa().setup(fake, Classifier(mlp()), "fit")
+
+
+def test_redo_and_grama_monitor_side_by_side():
+    torch.manual_seed(0)
+    net = mlp((6, 16, 16, 3))
+    plant_dead_neuron(net[0], 4)
+    redo = ReDo(reset_every_n_steps=None, tau=0.0)
+    grama = ReGraMa(reset_every_n_steps=None, tau=0.0, score="output")
+    trainer([redo, grama], max_steps=3).fit(Classifier(net, optimizer="sgd"), loader())
+    # Theorem 1 in a trainer: the planted ReLU neuron is dormant and has zero gradient, and nothing else is.
+    assert redo.last_metrics["dormant/net.0"] == grama.last_metrics["grama/net.0"] == 1 / 16
+    assert redo._latest["net.0"][4] == 0 and grama._latest["net.0"][4] == 0

@@ -130,3 +130,36 @@ def test_select_layers_patterns():
     assert list(select_layers(layers, None, ["head"])) == ["conv1", "conv2", "fc"]
     with pytest.raises(ValueError, match="matches no Linear/Conv layer"):
         select_layers(layers, ["encoder.*"], None)
+
+
+def test_index_tensors_select_the_right_columns():
+    class Pick(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(2, 1)
+
+        def forward(self, x):
+            return self.b(F.relu(self.a(x))[:, torch.tensor([3, 1])])
+
+    net = Pick()
+    layers = trace_topology(net, lambda: net(torch.randn(2, 3)))
+    (reader,) = layers["a"].consumers
+    assert reader.columns.tolist() == [0, 1] and reader.neurons.tolist() == [3, 1]
+
+
+def test_property_access_and_hooks_do_not_hide_the_activation():
+    class Peek(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            if h.requires_grad:  # a property read (and a hook) between the layer and its activation
+                h.register_hook(lambda g: None)
+            return self.b(F.relu(h).T.T)
+
+    net = Peek()
+    layers = trace_topology(net, lambda: net(torch.randn(2, 3)))
+    assert layers["a"].activation_name == "relu"
+    assert [c.name for c in layers["a"].consumers] == ["b"]
