@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -88,10 +88,10 @@ class NeuronLayer:
         size: Number of neurons (``out_features`` or ``out_channels``).
         consumers: Layers that read this layer's output, with the column mapping.
         norms: Per-feature norm modules whose feature ``j`` is this layer's neuron ``j``.
-        writes_residual: The output is summed (or multiplied) with another traced value before being read,
-            as in a residual stream: its outgoing columns are shared with other neurons.
-        unmapped_readers: Names of ops that read the output in a way the tracer cannot map to columns and whose
-            result reaches another layer.
+        residual_readers: Layers that read this layer's output summed (or multiplied) with another traced
+            value, as from a residual stream: those outgoing columns are shared with other neurons.
+        unmapped_readers: ``(reader layer, op)`` pairs where the output reaches a layer through an op the tracer
+            cannot map to columns.
         activation: Maps this layer's raw output to its post-activation value (ReDo's ``h``); found in the graph.
         activation_name: Name of that activation, ``"identity"`` if none follows the layer.
         called: Whether the traced pass ran the layer at all.
@@ -102,16 +102,34 @@ class NeuronLayer:
     size: int
     consumers: list[Consumer] = field(default_factory=list)
     norms: list[tuple[str, nn.Module]] = field(default_factory=list)
-    writes_residual: bool = False
-    unmapped_readers: set[str] = field(default_factory=set)
+    residual_readers: set[str] = field(default_factory=set)
+    unmapped_readers: set[tuple[str, str]] = field(default_factory=set)
     activation: Callable[[Tensor], Tensor] | None = None
     activation_name: str = "identity"
     called: bool = False
 
     @property
+    def writes_residual(self) -> bool:
+        """The output reaches a layer only mixed with other neurons' outputs (a residual stream, a gate)."""
+        return bool(self.residual_readers)
+
+    @property
     def is_output(self) -> bool:
         """No traced layer reads this layer: it is a network output (head)."""
-        return not self.consumers and not self.writes_residual and not self.unmapped_readers
+        return not self.consumers and not self.residual_readers and not self.unmapped_readers
+
+    def restricted(self, keep: Callable[[str], bool]) -> NeuronLayer:
+        """A copy that only counts the readers for which ``keep(reader_name)`` holds.
+
+        A SAC actor's head feeds the critic, but the critic's input columns are not the actor's outgoing weights:
+        restricting readers to the layer's own network makes the head an output layer again.
+        """
+        return replace(
+            self,
+            consumers=[c for c in self.consumers if keep(c.name)],
+            residual_readers={r for r in self.residual_readers if keep(r)},
+            unmapped_readers={(r, op) for r, op in self.unmapped_readers if keep(r)},
+        )
 
 
 def neuron_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -149,10 +167,19 @@ def select_layers(
 
 
 @dataclass
-class _Chain:
-    """A value that is still a pure per-element function of one layer's output (norm, dropout, activation)."""
+class _Call:
+    """One call of a layer: its ReDo value is reported once, whichever derived tensor completes it first."""
 
     layer: str
+    output: Tensor
+    done: bool = False
+
+
+@dataclass
+class _Chain:
+    """A value that is still a pure per-element function of one layer call's output (norm, dropout, activation)."""
+
+    call: _Call
     ops: tuple[Callable[[Tensor], Tensor], ...]
 
 
@@ -194,9 +221,7 @@ class TopologyTracer(TorchFunctionMode):
                         self._norms[id(tensor)] = (clean_name(name), module)
         self._ids: dict[int, tuple[Tensor, Tensor]] = {}  # id(tensor) -> (tensor kept alive, neuron ids)
         self._chains: dict[int, _Chain] = {}
-        self._outputs: dict[int, tuple[str, Tensor]] = {}  # raw layer outputs, by id, for on_activation
         self._taint: dict[int, tuple[Tensor, frozenset[str], str]] = {}
-        self._chain_done: set[str] = set()
         self._mixed: dict[int, frozenset[str]] = {}  # id(tensor) -> layers summed into its _MIXED elements
         self._new_mixed: set[str] = set()
         self._on_output = on_output
@@ -298,8 +323,7 @@ class TopologyTracer(TorchFunctionMode):
         shape[channel_dim] = layer.size
         ids = (torch.arange(layer.size, dtype=_ID) + self._offsets[layer.name]).view(shape).expand(out.shape)
         self._ids[id(out)] = (out, ids)
-        self._chains[id(out)] = _Chain(layer.name, ())
-        self._outputs[id(out)] = (layer.name, out)
+        self._chains[id(out)] = _Chain(_Call(layer.name, out), ())
         if self._on_output is not None:
             self._on_output(layer.name, out)
 
@@ -364,14 +388,14 @@ class TopologyTracer(TorchFunctionMode):
             if t is inp:
                 _, owners, op = self._taint[id(t)]
                 for owner in owners:
-                    self._layers[owner].unmapped_readers.add(op)
+                    self._layers[owner].unmapped_readers.add((consumer.name, op))
         hit = self._ids.get(id(inp))
         if hit is None:
             return
         self._end_chain(inp, "linear")
         ids = hit[1]
         for name in self._mixed.get(id(inp), ()):
-            self._layers[name].writes_residual = True
+            self._layers[name].residual_readers.add(consumer.name)
         if isinstance(consumer.module, nn.Linear):
             rows = ids.reshape(-1, ids.shape[-1])
         else:
@@ -380,7 +404,7 @@ class TopologyTracer(TorchFunctionMode):
         owner = rows[0]
         consistent = (rows == owner).all(dim=0)
         for name in self._owners(rows[:, ~consistent]):
-            self._layers[name].unmapped_readers.add(f"inconsistent input layout of {consumer.name}")
+            self._layers[name].unmapped_readers.add((consumer.name, "inconsistent input layout"))
         for name in self._owners(owner[consistent]):
             start = self._offsets[name]
             cols = torch.nonzero(consistent & (owner >= start) & (owner < start + self._layers[name].size))
@@ -411,34 +435,32 @@ class TopologyTracer(TorchFunctionMode):
 
     def _extend_chain(self, src: Tensor, name: str, func: Any, args: tuple, kwargs: dict, out: Tensor) -> None:
         chain = self._chains.get(id(src))
-        if chain is None or chain.layer in self._chain_done:
+        if chain is None or chain.call.done:
             return
         # ReDo measures the activation, not its dropped-out copy.
         op = None if name in _DROPOUTS else _replayable(name, func, args, kwargs, src)
         ops = chain.ops if op is None else (*chain.ops, op)
         if name in _ACTIVATIONS:
-            self._finish_chain(chain.layer, ops, name, src, out)
+            self._finish_chain(chain.call, ops, name, out)
         else:
-            self._chains[id(out)] = _Chain(chain.layer, ops)
-            if out is not src:
-                self._outputs.setdefault(id(out), self._outputs.get(id(src), (chain.layer, src)))
+            self._chains[id(out)] = _Chain(chain.call, ops)
 
     def _end_chain(self, t: Tensor, op: str) -> None:
         chain = self._chains.get(id(t))
-        if chain is None or chain.layer in self._chain_done:
+        if chain is None or chain.call.done:
             return
         if op in _ACTIVATIONS or op in _NORMS or op in _DROPOUTS or op in _SAME_SHAPE:
             return  # the chain goes on through this op
-        self._finish_chain(chain.layer, chain.ops, _chain_name(chain.ops), t, t)
+        self._finish_chain(chain.call, chain.ops, _chain_name(chain.ops), t)
 
-    def _finish_chain(self, layer: str, ops: tuple, act_name: str, src: Tensor, post: Tensor) -> None:
-        self._chain_done.add(layer)
-        target = self._layers[layer]
-        target.activation = _compose(ops)
-        target.activation_name = act_name if ops else "identity"
+    def _finish_chain(self, call: _Call, ops: tuple, act_name: str, post: Tensor) -> None:
+        call.done = True
+        target = self._layers[call.layer]
+        if target.activation is None:  # the first call of a layer defines its activation
+            target.activation = _compose(ops)
+            target.activation_name = act_name if ops else "identity"
         if self._on_activation is not None:
-            raw = self._outputs.get(id(src), (layer, src))[1]
-            self._on_activation(layer, raw, post)
+            self._on_activation(call.layer, call.output, post)
 
     def topology(self) -> dict[str, NeuronLayer]:
         """The traced layers by name. Call after the forward passes of interest have run."""
@@ -448,7 +470,6 @@ class TopologyTracer(TorchFunctionMode):
         self._ids.clear()
         self._taint.clear()
         self._chains.clear()
-        self._outputs.clear()
         self._mixed.clear()
         return self._layers
 

@@ -112,11 +112,14 @@ class NeuronReset(pl.Callback):
         self.seed = seed
         self.eps = eps
 
-        self.layers: dict[str, NeuronLayer] | None = None  # traced structure; None until the first batch
-        self.scored: list[str] = []  # layers scored (and logged) after the trace
+        self.layers: dict[str, NeuronLayer] = {}  # traced structure of each layer, once it has been traced
+        self.scored: list[str] = []  # layers scored (and logged)
         self.last_metrics: dict[str, float] = {}
         self._candidates: dict[str, nn.Module] = {}
         self._owner: dict[str, int] = {}  # layer name -> optimizer index
+        self._param_owner: dict[int, int] = {}  # id(parameter) -> optimizer index
+        self._pending: set[str] = set()  # candidates not traced yet
+        self._trace_start: list[int] = []
         self._opt_index: dict[int, int] = {}
         self._steps: list[int] = []
         self._measuring: set[int] = set()
@@ -129,6 +132,7 @@ class NeuronReset(pl.Callback):
         self._warned_nonfinite = False
         self._stepped = False
         self._resets = 0
+        self._state_key: str | None = None
 
     # -- set-up -----------------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -171,6 +175,7 @@ class NeuronReset(pl.Callback):
                 for p in group["params"]:
                     param_owner.setdefault(id(p), []).append(i)
         self._owner = {}
+        self._param_owner = {p: owners[0] for p, owners in param_owner.items()}
         for name, module in list(self._candidates.items()):
             owners = sorted(set(param_owner.get(id(module.weight), [])))
             if len(owners) > 1:
@@ -187,6 +192,8 @@ class NeuronReset(pl.Callback):
             raise ValueError("No selected Linear/Conv layer is stepped by an optimizer, so there is nothing to score.")
         if len(self._steps) != len(optimizers):
             self._steps = [0] * len(optimizers)
+        self._pending = set(self._candidates)
+        self.layers, self.scored = {}, []
         self._gatherer = MagnitudeGatherer(self._candidates, self.signal)
         self._metrics = [
             self.metric_class(
@@ -199,8 +206,13 @@ class NeuronReset(pl.Callback):
 
     # -- per batch --------------------------------------------------------------------------------------
     def _names(self, group: int) -> list[str]:
-        names = self.scored if self.layers is not None else list(self._candidates)
-        return [n for n in names if self._owner.get(n) == group]
+        """Layers of this optimizer to measure: the scored ones and those not traced yet."""
+        return [n for n in self._candidates if self._owner[n] == group and (n in self._pending or n in self.scored)]
+
+    def _hooked(self, group: int) -> list[str]:
+        # For activations, the tracer reports the layers it is still tracing; hooks would count them twice.
+        names = self._names(group)
+        return [n for n in names if n not in self._pending] if self.signal == "activation" else names
 
     def _due(self, step: int, trainer: pl.Trainer) -> tuple[bool, bool]:
         log_every = self.log_every_n_steps or trainer.log_every_n_steps
@@ -210,19 +222,17 @@ class NeuronReset(pl.Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        """Trace the first batch; hook layers whose optimizer's next step is measured."""
-        tracing = self.layers is None
-        if tracing and self._tracer is None:
+        """Trace until every layer is known; hook layers whose optimizer's next step is measured."""
+        if self._pending and self._tracer is None:
             self._tracer = TopologyTracer(pl_module, on_activation=self._traced_activation)
             self._tracer.__enter__()
+            self._trace_start = list(self._steps)
         self._measuring = {g for g, s in enumerate(self._steps) if self._due(s + 1, trainer)[0]}
-        if self.signal == "activation" and tracing:
-            return  # the tracer reports activations of the traced batch
         for group in self._measuring:
-            self._gatherer.attach(self._names(group))
+            self._gatherer.attach(self._hooked(group))
 
     def _traced_activation(self, name: str, output: Tensor, activation: Tensor) -> None:
-        if name in self._owner and self._owner[name] in self._measuring:
+        if name in self._pending and self._owner[name] in self._measuring:
             self._gatherer.observe_activation(name, output, activation)
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
@@ -253,7 +263,7 @@ class NeuronReset(pl.Callback):
     ) -> None:
         """Finish the trace; log what was measured; apply due resets after the optimizer steps."""
         if self._tracer is not None and self._stepped:
-            # The trace covers one whole optimizer-step window (all micro-batches of an accumulation).
+            # A trace covers whole optimizer-step windows (all micro-batches of an accumulation).
             self._finish_trace(pl_module)
         self._stepped = False
         if not self._measured and not self._reset_due:
@@ -276,60 +286,69 @@ class NeuronReset(pl.Callback):
         self._log(trainer, logs)
 
     def _finish_trace(self, pl_module: pl.LightningModule) -> None:
+        """Take the layers the trace saw; layers whose optimizer has not stepped yet are traced on later batches."""
         self._tracer.__exit__(None, None, None)
-        layers = self._tracer.topology()
+        traced = self._tracer.topology()
         self._tracer = None
-        self._apply_explicit_consumers(layers)
-        unused = [n for n in self._candidates if not layers[n].called]
+        stepped = {g for g, s in enumerate(self._steps) if s > self._trace_start[g]}
+        done = [n for n in self._candidates if n in self._pending and (traced[n].called or self._owner[n] in stepped)]
+        self._pending.difference_update(done)
+        unused = [n for n in done if not traced[n].called]
         if unused:
             rank_zero_warn(
-                f"{type(self).__name__}: layers {unused} did not run in the first training batch; not scored."
+                f"{type(self).__name__}: layers {unused} did not run in a batch in which their optimizer stepped; "
+                "they are not scored."
             )
-        self.scored = [
+        new = {n: self._own_network(n, traced) for n in done if traced[n].called}
+        self._apply_explicit_consumers(new, traced)
+        eligible = [
             n
-            for n in self._candidates
-            if layers[n].called
-            and (self.include_output_layers or not layers[n].is_output)
-            and not (self.residual == "exclude" and layers[n].writes_residual)
+            for n, layer in new.items()
+            if (self.include_output_layers or not layer.is_output)
+            and not (self.residual == "exclude" and layer.writes_residual)
         ]
-        if not self.scored:
+        if self.reset_every_n_steps is not None:
+            unmapped = {n: sorted(new[n].unmapped_readers) for n in eligible if new[n].unmapped_readers}
+            if unmapped:
+                raise ValueError(
+                    f"Cannot tell which weights read layers {sorted(unmapped)} (reader, op: {unmapped}), so their "
+                    "outgoing weights cannot be zeroed. Give their readers with `consumers={layer: [reader]}` or "
+                    "leave them out with `exclude=[...]`."
+                )
+        for layer in new.values():
+            for consumer in layer.consumers:  # once, so that resets copy nothing to the device
+                device = consumer.module.weight.device
+                consumer.columns, consumer.neurons = consumer.columns.to(device), consumer.neurons.to(device)
+        self.layers.update(new)
+        self.scored = [n for n in self._candidates if n in self.scored or n in eligible]
+        if self.signal == "activation":
+            self._gatherer.activations.update({n: new[n].activation for n in eligible})
+        self._gatherer.detach([n for n in done if n not in self.scored])
+        if not self._pending and not self.scored:
             raise ValueError(
                 f"{type(self).__name__} found no eligible layer: every selected layer is an output layer, unused "
                 "or excluded. Pass include_output_layers=True, or loosen `include`/`exclude`."
             )
-        if self.reset_every_n_steps is not None:
-            unmapped = {n: sorted(layers[n].unmapped_readers) for n in self.scored if layers[n].unmapped_readers}
-            unmapped = {n: ops for n, ops in unmapped.items() if n not in self.consumers}
-            if unmapped:
-                raise ValueError(
-                    f"Cannot tell which weights read layers {sorted(unmapped)} (through ops {unmapped}), so their "
-                    "outgoing weights cannot be zeroed. Give their readers with `consumers={layer: [reader]}` or "
-                    "leave them out with `exclude=[...]`."
-                )
-        for layer in layers.values():
-            for consumer in layer.consumers:  # once, so that resets copy nothing to the device
-                device = consumer.module.weight.device
-                consumer.columns, consumer.neurons = consumer.columns.to(device), consumer.neurons.to(device)
-        self.layers = layers
-        if self.signal == "activation":
-            self._gatherer.activations = {n: layers[n].activation for n in self.scored}
-        self._gatherer.detach()
-        for group in self._measuring:
-            self._gatherer.attach(self._names(group))
-        residual = [n for n in self.scored if layers[n].writes_residual]
+        residual = [n for n in eligible if new[n].writes_residual]
         rank_zero_info(
-            f"{type(self).__name__}: scoring {len(self.scored)} layers "
-            f"({sum(layers[n].size for n in self.scored)} neurons)"
+            f"{type(self).__name__}: scoring {len(eligible)} layers "
+            f"({sum(new[n].size for n in eligible)} neurons)"
             + (f"; residual-stream writers ({self.residual}): {residual}" if residual else "")
+            + (f"; still tracing {sorted(self._pending)}" if self._pending else "")
         )
 
-    def _apply_explicit_consumers(self, layers: dict[str, NeuronLayer]) -> None:
-        modules = {n: layer.module for n, layer in layers.items()}
+    def _own_network(self, name: str, traced: dict[str, NeuronLayer]) -> NeuronLayer:
+        """The layer with only the readers its own optimizer trains (a SAC actor head is not read by the actor)."""
+        group = self._owner[name]
+        return traced[name].restricted(lambda r: self._param_owner.get(id(traced[r].module.weight)) == group)
+
+    def _apply_explicit_consumers(self, new: dict[str, NeuronLayer], traced: dict[str, NeuronLayer]) -> None:
+        modules = {n: layer.module for n, layer in traced.items()}
         for name, readers in self.consumers.items():
-            layer = layers[name]
-            layer.consumers = explicit_consumers(layer, readers, modules)
-            layer.unmapped_readers = set()
-            layer.called = True
+            if name in new:
+                layer = new[name]
+                layer.consumers = explicit_consumers(layer, readers, modules)
+                layer.unmapped_readers = set()
 
     def _read_scores(self, group: int) -> dict[str, Tensor]:
         metric = self._metrics[group]
@@ -345,13 +364,11 @@ class NeuronReset(pl.Callback):
 
     def _reset(self, trainer: pl.Trainer, groups: list[int]) -> Tensor:
         total = torch.zeros((), dtype=torch.long, device=trainer.lightning_module.device)
-        if self.layers is None:
-            return total
         optimizers = [_unwrap(o) for o in trainer.optimizers] if self.reset_optimizer_state else []
         for group in groups:
             for index, name in enumerate(self._names(group)):
-                layer = self.layers[name]
-                if layer.writes_residual and self.residual == "measure":
+                layer = self.layers.get(name)
+                if layer is None or (layer.writes_residual and self.residual == "measure"):
                     continue
                 scores = self._latest.get(name)
                 if scores is None:
@@ -376,9 +393,12 @@ class NeuronReset(pl.Callback):
     @property
     def state_key(self) -> str:
         """Distinguishes several instances (e.g. a measuring ReGraMa next to a resetting ReDo) in checkpoints."""
-        return self._generate_state_key(
-            signal=self.signal, tau=self.tau, reset_every_n_steps=self.reset_every_n_steps, include=self.include
-        )
+        # Lightning reads this around every hook call: build it once.
+        if self._state_key is None:
+            self._state_key = self._generate_state_key(
+                signal=self.signal, tau=self.tau, reset_every_n_steps=self.reset_every_n_steps, include=self.include
+            )
+        return self._state_key
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -389,7 +409,7 @@ class NeuronReset(pl.Callback):
         """Restore the step counters and seed."""
         self._steps = list(state_dict["steps"])
         if state_dict.get("seed") is not None:
-            self.seed = int(state_dict["seed"])
+            self._seed = int(state_dict["seed"])  # setup() ran before the restore: the checkpoint's seed wins
         self._resets = int(state_dict.get("resets", 0))
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
