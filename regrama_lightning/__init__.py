@@ -3,7 +3,7 @@
 from regrama_lightning.callbacks import NeuronReset, ReDo, ReGraMa
 from regrama_lightning.gather import MagnitudeGatherer
 from regrama_lightning.metrics import DormantRatio, GraMaRatio, NeuronActivityRatio
-from regrama_lightning.reset import clear_optimizer_state, reset_neurons, select_neurons
+from regrama_lightning.reset import clear_optimizer_state, orthogonal_init, reset_neurons, select_neurons
 from regrama_lightning.scores import (
     activation_magnitude_sum,
     grama_scores,
@@ -30,6 +30,7 @@ __all__ = [
     "grama_scores",
     "inactive_mask",
     "normalize",
+    "orthogonal_init",
     "output_grad_magnitude_sum",
     "reset_neurons",
     "select_neurons",

@@ -21,6 +21,18 @@ from regrama_lightning.topology import Consumer, NeuronLayer
 InitFn = Callable[[nn.Module], None]
 
 
+def orthogonal_init(module: nn.Module, gain: float = 2**0.5) -> None:
+    """Orthogonal weights (scaled by ``gain``, sqrt(2) for ReLU) and zero bias: an ``init_fn`` for RL networks.
+
+    Example:
+        >>> from regrama_lightning import ReGraMa
+        >>> callback = ReGraMa(init_fn=orthogonal_init)
+    """
+    nn.init.orthogonal_(module.weight, gain=gain)
+    if getattr(module, "bias", None) is not None:
+        nn.init.zeros_(module.bias)
+
+
 def select_neurons(scores: Tensor, tau: float, max_fraction: float | None = None) -> Tensor:
     """Neurons to reset: score ``<= tau``, keeping at most ``floor(max_fraction * size)`` of the lowest.
 
