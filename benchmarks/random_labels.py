@@ -3,10 +3,12 @@
 A ReLU MLP must memorise random labels of a fixed set of inputs. At the start of every phase the labels are
 re-drawn, so each phase is a fresh memorisation task on the same inputs; a network that keeps its plasticity
 fits every phase about as well as the first, one that loses it fits later phases worse. The same network (same
-seed, same data, same label draws, same batch order) is trained three times in one continuous Lightning fit:
+seed, same data, same label draws, same batch order) is trained three times, each time as one continuous Lightning
+fit over all phases with one Adam optimizer throughout:
 
 * ``vanilla``: no reset; ``ReGraMa(reset_every_n_steps=None)`` and ``ReDo(reset_every_n_steps=None)`` only measure;
-* ``regrama``: ``ReGraMa`` resets GraMa-inactive neurons (by default at the end of every phase);
+* ``regrama``: ``ReGraMa`` resets GraMa-inactive neurons (by default every 80 optimizer steps = 5 epochs, four
+  times per phase; ``--reset-every 0`` resets once at the end of each phase);
 * ``redo``: ``ReDo`` resets dormant neurons on the same schedule.
 
 Every run carries both a GraMa and a ReDo monitor so that the ratios are comparable across methods.
@@ -22,9 +24,7 @@ Run:
 from __future__ import annotations
 
 import argparse
-import logging
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from lightning.pytorch.loggers import Logger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.common import prepare
 from regrama_lightning import NeuronReset, ReDo, ReGraMa
 
 METHODS = ("vanilla", "regrama", "redo")
@@ -272,8 +273,8 @@ def summary(rows: list[PhaseRow], methods: list[str], first: int) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments; the defaults are the ``make demo`` settings."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--phases", type=int, default=10, help="number of label re-draws (tasks)")
-    p.add_argument("--epochs-per-phase", type=int, default=30, help="epochs of training on each phase's labels")
+    p.add_argument("--phases", type=int, default=20, help="number of label re-draws (tasks)")
+    p.add_argument("--epochs-per-phase", type=int, default=20, help="epochs of training on each phase's labels")
     p.add_argument("--samples", type=int, default=1024, help="number of synthetic Gaussian inputs")
     p.add_argument("--input-dim", type=int, default=32, help="input dimension")
     p.add_argument("--classes", type=int, default=10, help="number of label classes")
@@ -283,7 +284,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument("--grama-tau", type=float, default=0.01, help="GraMa threshold (paper: 0.01)")
     p.add_argument("--redo-tau", type=float, default=0.02, help="ReDo threshold (GraMa paper's ReDo: 0.02)")
-    p.add_argument("--reset-every", type=int, default=0, help="reset period in steps; 0 = at the end of each phase")
+    p.add_argument(
+        "--reset-every",
+        type=int,
+        default=80,
+        help="reset period in optimizer steps (80 = 5 epochs at the defaults); 0 = once, at each phase's end",
+    )
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
     p.add_argument("--seed", type=int, default=0, help="seed of data, labels, initialisation and batch order")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for this tiny MLP)")
@@ -296,11 +302,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    # Quiet: the Trainer's device banner and the callbacks' "scoring N layers" lines are not the result.
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*log_every_n_steps.*")
+    prepare(args.threads)
     print(
         f"Random-label memorisation on synthetic data: {args.samples} Gaussian inputs (dim {args.input_dim}), "
         f"{args.classes} classes re-drawn every {args.epochs_per_phase} epochs, {args.phases} phases; "
@@ -308,7 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"Ratios: GraMa tau={args.grama_tau} ('weight' score), ReDo tau={args.redo_tau}, measured on each "
-        "phase's last step (hidden layers). 'reset' = neurons reset at that phase's end."
+        "phase's last step (hidden layers); accuracy: full training set, this phase's labels, before any reset "
+        f"of that step; 'reset' = neurons reset during the phase (every {args.reset_every or 'phase-end'} steps)."
     )
     rows: list[PhaseRow] = []
     for method in args.methods:

@@ -1,8 +1,9 @@
 """regrama-lightning: GraMa / ReDo neuron-activity metrics and neuron resets for PyTorch Lightning."""
 
+from regrama_lightning.buffer import MeasurementBuffer
 from regrama_lightning.callbacks import NeuronReset, ReDo, ReGraMa
 from regrama_lightning.gather import MagnitudeGatherer
-from regrama_lightning.metrics import DormantRatio, GraMaRatio, NeuronActivityRatio
+from regrama_lightning.metrics import ActivitySummary, DormantRatio, GraMaRatio, NeuronActivityRatio
 from regrama_lightning.reset import clear_optimizer_state, orthogonal_init, reset_neurons, select_neurons
 from regrama_lightning.scores import (
     activation_magnitude_sum,
@@ -11,14 +12,17 @@ from regrama_lightning.scores import (
     normalize,
     output_grad_magnitude_sum,
     weight_grad_magnitude,
+    weight_grad_magnitude_sum,
 )
 from regrama_lightning.topology import Consumer, NeuronLayer, TopologyTracer, trace_topology
 
 __all__ = [
+    "ActivitySummary",
     "Consumer",
     "DormantRatio",
     "GraMaRatio",
     "MagnitudeGatherer",
+    "MeasurementBuffer",
     "NeuronActivityRatio",
     "NeuronLayer",
     "NeuronReset",
@@ -36,4 +40,5 @@ __all__ = [
     "select_neurons",
     "trace_topology",
     "weight_grad_magnitude",
+    "weight_grad_magnitude_sum",
 ]

@@ -16,7 +16,7 @@ from typing import Literal
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from regrama_lightning.scores import activation_magnitude_sum, output_grad_magnitude_sum, weight_grad_magnitude
+from regrama_lightning.scores import activation_magnitude_sum, output_grad_magnitude_sum, weight_grad_magnitude_sums
 
 Signal = Literal["weight", "output", "activation"]
 
@@ -57,6 +57,9 @@ class MagnitudeGatherer:
         self._sums: dict[str, Tensor] = {}
         self._counts: dict[str, int] = {}
         self._handles: dict[str, RemovableHandle] = {}
+        # Looked up once: module attribute access and shape arithmetic cost more than the read itself.
+        self._weights = {n: m.weight for n, m in self.layers.items()}
+        self._fan_in = {n: m.weight[0].numel() for n, m in self.layers.items()}
 
     # -- hooks ----------------------------------------------------------------------------------------
     def attach(self, names: Iterable[str]) -> None:
@@ -119,15 +122,19 @@ class MagnitudeGatherer:
 
         Layers with nothing gathered (not reached by any backward) are left out.
         """
+        if self.signal == "weight":
+            return self._collect_weight_grads(names)
         sums: dict[str, Tensor] = {}
         counts: dict[str, int] = {}
         for name in names:
-            if self.signal == "weight":
-                if self.layers[name].weight.grad is not None:
-                    sums[name], counts[name] = weight_grad_magnitude(self.layers[name]), 1
-            elif name in self._sums:
+            if name in self._sums:
                 sums[name], counts[name] = self._sums.pop(name), self._counts.pop(name)
         return sums, counts
+
+    def _collect_weight_grads(self, names: Iterable[str]) -> tuple[dict[str, Tensor], dict[str, int]]:
+        grads = {n: g for n in names if (g := self._weights[n].grad) is not None}
+        sums = dict(zip(grads, weight_grad_magnitude_sums(list(grads.values())), strict=True))
+        return sums, {n: self._fan_in[n] for n in grads}
 
     def clear(self) -> None:
         """Drop everything gathered."""

@@ -98,7 +98,7 @@ def test_amp_scaled_gradients_give_the_same_scores():
             "16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=scale, growth_interval=10**6)
         )
         trainer([callback], max_steps=2, plugins=[plugin]).fit(Classifier(mlp((6, 32, 32, 3))), loader())
-        return callback._latest
+        return callback.latest_scores
 
     scaled, plain = run(2.0**14), run(1.0)
     for name in scaled:
@@ -113,7 +113,7 @@ def test_gradient_accumulation_equals_one_big_batch(make):
         callback.reset_every_n_steps = None
         model = Classifier(mlp((6, 16, 16, 3)), optimizer="sgd")
         trainer([callback], max_steps=2, accumulate_grad_batches=accumulate).fit(model, loader(n=64, batch=batch))
-        return callback._latest
+        return callback.latest_scores
 
     big, accumulated = run(32, 1), run(8, 4)
     for name in big:
@@ -213,4 +213,44 @@ def test_redo_and_grama_monitor_side_by_side():
     trainer([redo, grama], max_steps=3).fit(Classifier(net, optimizer="sgd"), loader())
     # Theorem 1 in a trainer: the planted ReLU neuron is dormant and has zero gradient, and nothing else is.
     assert redo.last_metrics["dormant/net.0"] == grama.last_metrics["grama/net.0"] == 1 / 16
-    assert redo._latest["net.0"][4] == 0 and grama._latest["net.0"][4] == 0
+    assert redo.latest_scores["net.0"][4] == 0 and grama.latest_scores["net.0"][4] == 0
+
+
+class HandRatio(Callback):
+    """GraMa ratio of each step computed independently from the gradients, in plain torch."""
+
+    def __init__(self, layers, tau):
+        self.layers, self.tau, self.ratios = layers, tau, []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        inactive = total = 0
+        for layer in self.layers:
+            magnitude = layer.weight.grad.abs().mean(dim=1)
+            inactive += int((magnitude / (magnitude.mean() + 1e-9) <= self.tau).sum())
+            total += magnitude.numel()
+        self.ratios.append(inactive / total)
+
+
+@pytest.mark.parametrize("trainer_log_every", [1, 5])
+def test_every_step_is_logged_with_the_right_value_whether_read_at_once_or_in_batches(tmp_path, trainer_log_every):
+    # The callback reads its device-side measurements about as often as the Trainer logs (here every step or
+    # every 5 steps): each step's row must still reach the logger, at its own step, with its own value.
+    torch.manual_seed(0)
+    net = mlp((6, 16, 16, 3))
+    plant_dead_neuron(net[0], 1)
+    callback = ReGraMa(tau=0.5, reset_every_n_steps=None, log_every_n_steps=1, log_per_layer=False)
+    hand = HandRatio([net[0], net[2]], tau=0.5)
+    logger = CSVLogger(tmp_path, name="run")
+    run = trainer([callback, hand], max_steps=12, logger=logger, log_every_n_steps=trainer_log_every)
+    run.fit(Classifier(net), loader(n=192))
+    rows = (tmp_path / "run" / "version_0" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    logged = {}
+    for line in rows[1:]:
+        values = dict(zip(header, line.split(","), strict=True))
+        if values.get("grama/ratio"):
+            logged[int(values["step"])] = float(values["grama/ratio"])
+    assert sorted(logged) == list(range(12))
+    assert [logged[s] for s in range(12)] == pytest.approx(hand.ratios, abs=1e-6)
+    assert min(hand.ratios) > 0  # the planted neuron at least: the comparison is not between zeros
+    assert float(run.callback_metrics["grama/ratio"]) == pytest.approx(hand.ratios[-1], abs=1e-6)

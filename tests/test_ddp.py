@@ -96,7 +96,6 @@ class UnsyncedReDo(ReDo):
         super().on_fit_start(trainer, pl_module)
         for metric in self._metrics:
             metric.sync_on_compute = False
-            metric._to_sync = False
 
 
 def make_callback(kind: str) -> pl.Callback:

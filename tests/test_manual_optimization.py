@@ -111,7 +111,7 @@ class AfterCallback(pl.Callback):
         self.scores: list[dict[str, torch.Tensor]] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.scores.append({k: v.detach().clone() for k, v in self.reset_callback._latest.items()})
+        self.scores.append({k: v.detach().clone() for k, v in self.reset_callback.latest_scores.items()})
 
 
 def _loaded(make, state):

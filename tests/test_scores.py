@@ -9,9 +9,11 @@ from regrama_lightning import (
     DormantRatio,
     GraMaRatio,
     MagnitudeGatherer,
+    MeasurementBuffer,
     activation_magnitude_sum,
     grama_scores,
     normalize,
+    output_grad_magnitude_sum,
     trace_topology,
     weight_grad_magnitude,
 )
@@ -134,3 +136,52 @@ def test_grama_scores_plain_function():
     assert set(scores) == {"0", "2", "4"}
     assert torch.isclose(scores["0"].mean(), torch.tensor(1.0))
     assert scores["0"][5] == 0
+
+
+def test_conv_output_gradient_sums_per_channel_over_samples_and_positions():
+    torch.manual_seed(4)
+    grad = torch.randn(3, 5, 4, 6)  # (N, C, H, W)
+    total, count = output_grad_magnitude_sum(grad, channel_dim=1)
+    expected = torch.stack([grad[:, c].abs().sum() for c in range(5)])
+    assert count == 3 * 4 * 6
+    assert torch.allclose(total, expected, rtol=1e-6)
+    total, count = output_grad_magnitude_sum(grad[0, :, 0, 0], channel_dim=-1)  # one unbatched Linear output
+    assert count == 1 and torch.equal(total, grad[0, :, 0, 0].abs())
+
+
+def test_batched_summary_of_buffered_rows_matches_a_loop_over_them():
+    # The callbacks evaluate many packed measurements at once; check against the definition row by row.
+    torch.manual_seed(5)
+    sizes = {"a": 4, "b": 3, "c": 2}
+    tau, eps = 0.6, 1e-9
+    metric = GraMaRatio(sizes, tau=tau, eps=eps)
+    buffer = MeasurementBuffer(metric, capacity=4)
+    measurements = [
+        ({"a": torch.rand(4) * 5, "b": torch.rand(3)}, {"a": 7, "b": 3}),  # "c" not measured in this window
+        ({"a": torch.tensor([0.0, 1.0, 2.0, 3.0]), "b": torch.rand(3), "c": torch.rand(2)}, {"a": 2, "b": 2, "c": 9}),
+        ({"a": torch.tensor([1.0, float("inf"), 0.0, 0.0]), "b": torch.rand(3)}, {"a": 1, "b": 1}),  # skipped
+    ]
+    for step, (sums, counts) in enumerate(measurements):
+        buffer.record(sums, counts, step=step)
+    rows, steps = buffer.take()
+    summary = metric.summary(rows)
+    assert steps == [0, 1, 2] and len(buffer) == 0
+    for i, (sums, counts) in enumerate(measurements):
+        finite = all(torch.isfinite(v).all() for v in sums.values())
+        assert summary.skipped[i] == (0 if finite else 1)
+        for j, name in enumerate(sizes):
+            if not finite or name not in sums:
+                assert summary.neurons[i, j] == 0 and summary.inactive[i, j] == 0
+                continue
+            mean = sums[name] / counts[name]
+            inactive = int((mean / (mean.mean() + eps) <= tau).sum())
+            assert summary.neurons[i, j] == sizes[name]
+            assert summary.inactive[i, j] == inactive
+        if finite:
+            scores = metric.scores(rows[i])
+            for name in sizes:
+                if name in sums:
+                    mean = sums[name] / counts[name]
+                    assert torch.allclose(scores[name], mean / (mean.mean() + eps))
+                else:
+                    assert scores[name].isnan().all()

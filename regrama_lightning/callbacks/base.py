@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -12,8 +13,9 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
+from regrama_lightning.buffer import MeasurementBuffer
 from regrama_lightning.gather import MagnitudeGatherer, Signal
-from regrama_lightning.metrics import NeuronActivityRatio, global_ratio, layer_ratios
+from regrama_lightning.metrics import NeuronActivityRatio
 from regrama_lightning.reset import InitFn, reset_neurons, select_neurons
 from regrama_lightning.topology import (
     NeuronLayer,
@@ -125,7 +127,14 @@ class NeuronReset(pl.Callback):
         self._measuring: set[int] = set()
         self._measured: set[int] = set()
         self._reset_due: set[int] = set()
-        self._latest: dict[str, Tensor] = {}
+        self._names: list[list[str]] = []  # per optimizer: layers measured (scored, or not traced yet)
+        self._hooked: list[list[str]] = []  # per optimizer: layers whose forward is hooked when measuring
+        self._scored_names: list[list[str]] = []  # per optimizer: scored layers, in its metric's order
+        self._scored_index: list[Tensor] = []  # their positions in the metric
+        self._buffers: list[MeasurementBuffer] = []  # per optimizer: measurements not read yet
+        self._states: dict[int, Tensor] = {}  # per optimizer: its latest read measurement
+        self._latest_counts: dict[int, tuple[float, float]] = {}  # per optimizer: latest (inactive, neurons)
+        self._log_every = 1
         self._tracer: TopologyTracer | None = None
         self._gatherer: MagnitudeGatherer | None = None
         self._metrics: list[NeuronActivityRatio] = []
@@ -203,21 +212,37 @@ class NeuronReset(pl.Callback):
             ).to(pl_module.device)
             for i in range(len(optimizers))
         ]
+        self._log_every = self.log_every_n_steps or trainer.log_every_n_steps
+        # Read measurements about as often as the Trainer logs (at least every 64 measurements), not each one.
+        capacity = max(1, min(64, trainer.log_every_n_steps // self._log_every))
+        self._buffers = [MeasurementBuffer(m, capacity) for m in self._metrics]
+        self._states, self._latest_counts = {}, {}
+        self._refresh_names()
+
+    def _refresh_names(self) -> None:
+        """Per optimizer, the layers to measure and to log; rebuilt whenever tracing learns more."""
+        groups = range(len(self._metrics))
+        self._names = [
+            [n for n in self._candidates if self._owner[n] == g and (n in self._pending or n in self.scored)]
+            for g in groups
+        ]
+        # For activations, the tracer reports the layers it is still tracing; hooks would count them twice.
+        self._hooked = [[n for n in names if n not in self._pending] for names in self._names]
+        if self.signal != "activation":
+            self._hooked = self._names
+        self._scored_names, self._scored_index = [], []
+        for metric in self._metrics:
+            positions = [i for i, n in enumerate(metric.layer_names) if n in self.scored]
+            self._scored_names.append([metric.layer_names[i] for i in positions])
+            self._scored_index.append(torch.tensor(positions, dtype=torch.long, device=metric.total.device))
+        if self.signal == "weight":
+            for buffer, names in zip(self._buffers, self._names, strict=True):
+                buffer.watch_weights({n: self._candidates[n] for n in names})
 
     # -- per batch --------------------------------------------------------------------------------------
-    def _names(self, group: int) -> list[str]:
-        """Layers of this optimizer to measure: the scored ones and those not traced yet."""
-        return [n for n in self._candidates if self._owner[n] == group and (n in self._pending or n in self.scored)]
-
-    def _hooked(self, group: int) -> list[str]:
-        # For activations, the tracer reports the layers it is still tracing; hooks would count them twice.
-        names = self._names(group)
-        return [n for n in names if n not in self._pending] if self.signal == "activation" else names
-
-    def _due(self, step: int, trainer: pl.Trainer) -> tuple[bool, bool]:
-        log_every = self.log_every_n_steps or trainer.log_every_n_steps
+    def _due(self, step: int) -> tuple[bool, bool]:
         reset = self.reset_every_n_steps is not None and step % self.reset_every_n_steps == 0
-        return step % log_every == 0 or reset, reset
+        return step % self._log_every == 0 or reset, reset
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -227,9 +252,11 @@ class NeuronReset(pl.Callback):
             self._tracer = TopologyTracer(pl_module, on_activation=self._traced_activation)
             self._tracer.__enter__()
             self._trace_start = list(self._steps)
-        self._measuring = {g for g, s in enumerate(self._steps) if self._due(s + 1, trainer)[0]}
+        if self.signal == "weight":
+            return  # nothing to hook: |W.grad| is read when the optimizer steps
+        self._measuring = {g for g, s in enumerate(self._steps) if self._due(s + 1)[0]}
         for group in self._measuring:
-            self._gatherer.attach(self._hooked(group))
+            self._gatherer.attach(self._hooked[group])
 
     def _traced_activation(self, name: str, output: Tensor, activation: Tensor) -> None:
         if name in self._pending and self._owner[name] in self._measuring:
@@ -237,53 +264,124 @@ class NeuronReset(pl.Callback):
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         """Start a gathering window for layers whose gradients were just zeroed."""
-        if self.signal != "weight":
-            for group in self._measuring:
-                self._gatherer.start_window(self._names(group))
+        for group in self._measuring:  # always empty for the "weight" signal
+            self._gatherer.start_window(self._names[group])
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        """Count the owning optimizer's step; at measured steps, read the window's magnitudes."""
+        """Count the owning optimizer's step; at measured steps, record the window's magnitudes on the device."""
         group = self._opt_index.get(id(_unwrap(optimizer)))
         if group is None:
             return
         self._steps[group] += 1
         self._stepped = True
-        measure, reset = self._due(self._steps[group], trainer)
-        if measure and group in self._measuring:
-            sums, counts = self._gatherer.collect(self._names(group))
-            self._metrics[group].update(sums, counts)
-            self._measured.add(group)  # on every rank alike: reading the scores syncs across ranks
+        measure, reset = self._due(self._steps[group])
+        if measure and (self.signal == "weight" or group in self._measuring):
+            buffer = self._buffers[group]
+            if buffer.full:  # several steps of one optimizer in one batch
+                self._flush(trainer, resets=False)
+            # Its logging step is known at the end of the batch.
+            if self.signal != "weight" or not buffer.record_weight_grads():
+                buffer.record(*self._gatherer.collect(self._names[group]))
+            self._measured.add(group)
         if reset:
             self._reset_due.add(group)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """Finish the trace; log what was measured; apply due resets after the optimizer steps."""
+        """Finish the trace; evaluate and log recorded measurements when due; apply due resets."""
         if self._tracer is not None and self._stepped:
             # A trace covers whole optimizer-step windows (all micro-batches of an accumulation).
             self._finish_trace(pl_module)
         self._stepped = False
         if not self._measured and not self._reset_due:
             return
-        logs: dict[str, Tensor] = {}
-        for group in sorted(self._measured):
-            self._latest.update(self._read_scores(group))
-        if self._measured:
-            scored = {n: self._latest[n] for n in self.scored if n in self._latest}
-            if scored:
-                logs[f"{self.prefix}/ratio"] = global_ratio(scored, self.tau)
-                if self.log_per_layer:
-                    logs.update({f"{self.prefix}/{n}": r for n, r in layer_ratios(scored, self.tau).items()})
-        if self._reset_due:
-            logs["reset/neurons"] = self._reset(trainer, sorted(self._reset_due))
-        for group in self._measured | self._reset_due:
-            self._gatherer.detach(self._names(group))
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        for group in self._measured:
+            self._buffers[group].stamp(step)
+            if self.signal != "weight":
+                self._gatherer.detach(self._names[group])
         self._measured.clear()
-        self._reset_due.clear()
-        self._log(trainer, logs)
+        # Reading is batched: one host sync per flush, at resets and when a buffer is full.
+        if self._reset_due or any(b.full for b in self._buffers):
+            self._flush(trainer)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        """Log what is still buffered, so that a resumed run has no gap."""
+        self._flush(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log what is still buffered."""
+        self._flush(trainer)
+
+    def _flush(self, trainer: pl.Trainer, resets: bool = True) -> None:
+        """Evaluate every buffered measurement (synced across ranks), apply due resets, log, in one host sync."""
+        reduce = None
+        if trainer.world_size > 1:  # the union of all ranks' samples, as the metric's own sync would give
+            reduce = partial(trainer.strategy.reduce, reduce_op="sum")
+        parts: list[Tensor] = []
+        layout: list[tuple[int, list[int]]] = []
+        for group, (buffer, metric) in enumerate(zip(self._buffers, self._metrics, strict=True)):
+            if not len(buffer):
+                continue
+            buffer.stamp(trainer.fit_loop.epoch_loop._batches_that_stepped)
+            rows, steps = buffer.take(reduce if metric.sync_on_compute else None)
+            self._states[group] = rows[-1]
+            summary = metric.summary(rows)
+            index = self._scored_index[group]
+            parts.append(torch.cat([summary.inactive[:, index], summary.neurons[:, index]], 1).flatten())
+            parts.append(summary.skipped.float())
+            layout.append((group, steps))
+        reset_groups = sorted(self._reset_due) if resets else []
+        if reset_groups:
+            parts.append(self._reset(trainer, reset_groups).view(1))
+            self._reset_due.clear()
+        if parts:
+            self._log(trainer, torch.cat(parts).tolist(), layout, bool(reset_groups))  # the flush's one host sync
+
+    def _log(self, trainer: pl.Trainer, numbers: list[float], layout: list[tuple[int, list[int]]], reset: bool) -> None:
+        """Turn a flush's numbers into per-step logs: layer ratios, global ratio over every optimizer's layers."""
+        by_step: dict[int, list[tuple[int, list[float], list[float]]]] = {}
+        at = 0
+        for group, steps in layout:
+            k = len(self._scored_names[group])
+            counts = numbers[at : at + 2 * k * len(steps)]
+            skipped = numbers[at + 2 * k * len(steps) : at + (2 * k + 1) * len(steps)]
+            at += (2 * k + 1) * len(steps)
+            for i, step in enumerate(steps):
+                row = counts[2 * k * i : 2 * k * (i + 1)]
+                by_step.setdefault(step, []).append((group, row[:k], row[k:]))
+            if any(skipped) and not self._warned_nonfinite:
+                rank_zero_warn(
+                    f"{type(self).__name__}: a measurement had non-finite gradients or activations and was "
+                    "skipped; no neuron is reset on it (this warning is shown once)."
+                )
+                self._warned_nonfinite = True
+        logs: dict[str, float] = {}
+        for step in sorted(by_step):
+            logs = {}
+            for group, inactive, neurons in by_step[step]:
+                self._latest_counts[group] = (sum(inactive), sum(neurons))
+                if self.log_per_layer:
+                    for name, i, n in zip(self._scored_names[group], inactive, neurons, strict=True):
+                        logs[f"{self.prefix}/{name}"] = i / n if n else math.nan
+            total = sum(n for _, n in self._latest_counts.values())
+            if total:
+                logs = {f"{self.prefix}/ratio": sum(i for i, _ in self._latest_counts.values()) / total, **logs}
+            if reset and step == max(by_step):
+                logs["reset/neurons"] = numbers[-1]
+            for logger in trainer.loggers:
+                logger.log_metrics(logs, step=step)
+            self.last_metrics.update(logs)
+        if reset and not by_step:
+            logs = {"reset/neurons": numbers[-1]}
+            for logger in trainer.loggers:
+                logger.log_metrics(logs, step=trainer.fit_loop.epoch_loop._batches_that_stepped)
+            self.last_metrics.update(logs)
+        if logs:  # the latest values, for monitors such as EarlyStopping and ModelCheckpoint
+            trainer.callback_metrics.update(zip(logs, torch.tensor(list(logs.values())).unbind(), strict=True))
 
     def _finish_trace(self, pl_module: pl.LightningModule) -> None:
         """Take the layers the trace saw; layers whose optimizer has not stepped yet are traced on later batches."""
@@ -324,6 +422,7 @@ class NeuronReset(pl.Callback):
         if self.signal == "activation":
             self._gatherer.activations.update({n: new[n].activation for n in eligible})
         self._gatherer.detach([n for n in done if n not in self.scored])
+        self._refresh_names()
         if not self._pending and not self.scored:
             raise ValueError(
                 f"{type(self).__name__} found no eligible layer: every selected layer is an output layer, unused "
@@ -350,45 +449,36 @@ class NeuronReset(pl.Callback):
                 layer.consumers = explicit_consumers(layer, readers, modules)
                 layer.unmapped_readers = set()
 
-    def _read_scores(self, group: int) -> dict[str, Tensor]:
-        metric = self._metrics[group]
-        scores = metric.compute_scores()
-        if metric.last_skipped > 0 and not self._warned_nonfinite:
-            rank_zero_warn(
-                f"{type(self).__name__}: a measurement had non-finite gradients or activations and was skipped; "
-                "no neuron is reset on it (this warning is shown once)."
-            )
-            self._warned_nonfinite = True
-        metric.reset()
-        return {n: s for n, s in scores.items() if n in self.scored}
+    @property
+    def latest_scores(self) -> dict[str, Tensor]:
+        """Normalised per-neuron scores of the scored layers at their latest measurement, by layer name.
+
+        Measurements not yet flushed are read as this process saw them (not yet summed across ranks).
+        """
+        scores: dict[str, Tensor] = {}
+        for group, (metric, buffer) in enumerate(zip(self._metrics, self._buffers, strict=True)):
+            pending = len(buffer)
+            state = metric.guard(buffer.rows[pending - 1]) if pending else self._states.get(group)
+            if state is not None:
+                scores.update(metric.scores(state))
+        return {n: scores[n] for n in self.scored if n in scores}
 
     def _reset(self, trainer: pl.Trainer, groups: list[int]) -> Tensor:
-        total = torch.zeros((), dtype=torch.long, device=trainer.lightning_module.device)
+        total = torch.zeros((), device=trainer.lightning_module.device)
         optimizers = [_unwrap(o) for o in trainer.optimizers] if self.reset_optimizer_state else []
         for group in groups:
-            for index, name in enumerate(self._names(group)):
+            self._resets += 1
+            if group not in self._states:
+                continue
+            scores = self._metrics[group].scores(self._states[group])
+            for index, name in enumerate(self._names[group]):
                 layer = self.layers.get(name)
-                if layer is None or (layer.writes_residual and self.residual == "measure"):
+                if name not in self.scored or (layer.writes_residual and self.residual == "measure"):
                     continue
-                scores = self._latest.get(name)
-                if scores is None:
-                    continue
-                mask = select_neurons(scores, self.tau, self.max_reset_fraction)
+                mask = select_neurons(scores[name], self.tau, self.max_reset_fraction)
                 seed = (self._seed * 1_000_003 + self._steps[group] * 1009 + index) % (2**63)
                 total = total + reset_neurons(layer, mask, seed=seed, optimizers=optimizers, init_fn=self.init_fn)
-            self._resets += 1
         return total
-
-    def _log(self, trainer: pl.Trainer, logs: dict[str, Tensor]) -> None:
-        if not logs:
-            return
-        # One host sync per measured step, none otherwise.
-        values = dict(zip(logs, torch.stack([v.float() for v in logs.values()]).tolist(), strict=True))
-        self.last_metrics.update(values)
-        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in values.items()})
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped
-        for logger in trainer.loggers:
-            logger.log_metrics(values, step=step)
 
     @property
     def state_key(self) -> str:

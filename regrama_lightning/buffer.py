@@ -1,0 +1,97 @@
+"""Measurements kept on the device between reads, so that measuring a step costs no host sync.
+
+Each measured optimizer step packs its per-neuron magnitude sums into one row of a preallocated buffer (the
+layout of :class:`~regrama_lightning.metrics.NeuronActivityRatio`); the callbacks read all rows at once, about
+as often as the Trainer logs, with one host sync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from regrama_lightning.metrics import NeuronActivityRatio
+from regrama_lightning.scores import weight_grad_magnitude_sums
+
+
+class MeasurementBuffer:
+    """Rows of packed measurements of one optimizer's layers, with the logging step of each.
+
+    Args:
+        metric: Gives the packed layout (and evaluates the rows).
+        capacity: Rows held before they must be read.
+
+    Example:
+        >>> metric = NeuronActivityRatio({"a": 2, "b": 3}, tau=0.1)
+        >>> buffer = MeasurementBuffer(metric, capacity=4)
+        >>> buffer.record({"a": torch.tensor([0.0, 4.0])}, {"a": 2}, step=7)
+        >>> rows, steps = buffer.take()
+        >>> metric.summary(rows).inactive.tolist(), steps
+        ([[1.0, 0.0]], [7])
+    """
+
+    def __init__(self, metric: NeuronActivityRatio, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"`capacity` must be >= 1, got {capacity}.")
+        self.metric = metric
+        self.rows = metric.total.new_zeros(capacity, metric.width)
+        self._views = list(self.rows.unbind(0))  # made once: indexing a row is itself a tensor op
+        self.steps: list[int] = []
+        self._weights: list[nn.Parameter] = []
+        self._template: list[Tensor] = []
+        self._positions: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    @property
+    def full(self) -> bool:
+        """Whether the next record needs a read first."""
+        return len(self.steps) == len(self._views)
+
+    def record(self, sums: Mapping[str, Tensor], counts: Mapping[str, int], step: int = -1) -> None:
+        """Pack one measurement (see :meth:`NeuronActivityRatio.pack`) into the next row.
+
+        ``step`` is its logging step, ``-1`` if not known yet (see :meth:`stamp`).
+        """
+        self.metric.pack(sums, counts, out=self._views[len(self.steps)])
+        self.steps.append(step)
+
+    def watch_weights(self, layers: Mapping[str, nn.Module]) -> None:
+        """Prepare :meth:`record_weight_grads` for these layers (the ones measured now)."""
+        self._weights = [m.weight for m in layers.values()]
+        self._positions = [self.metric.layer_names.index(n) for n in layers]
+        fan_in = {n: m.weight[0].numel() for n, m in layers.items()}
+        self._template = [*self.metric.zero_parts(), self.metric.count_part(fan_in)]
+
+    def record_weight_grads(self, step: int = -1) -> bool:
+        """Record ``|W.grad|`` row sums of the watched layers; ``False`` (nothing recorded) if one has no grad."""
+        grads = [p.grad for p in self._weights]
+        if any(g is None for g in grads):
+            return False
+        parts = list(self._template)
+        for position, total in zip(self._positions, weight_grad_magnitude_sums(grads), strict=True):
+            parts[position] = total
+        torch.cat(parts, out=self._views[len(self.steps)])
+        self.steps.append(step)
+        return True
+
+    def stamp(self, step: int) -> None:
+        """Give the rows recorded without a step (in this batch) their logging step."""
+        i = len(self.steps) - 1
+        while i >= 0 and self.steps[i] < 0:
+            self.steps[i] = step
+            i -= 1
+
+    def take(self, reduce: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, list[int]]:
+        """The recorded rows (summed across processes by ``reduce``; non-finite ones "skipped") and their steps.
+
+        Empties the buffer: the rows returned are a copy, safe to keep.
+        """
+        rows = self.rows[: len(self.steps)]
+        if reduce is not None:
+            rows = reduce(rows.clone())
+        steps, self.steps = self.steps, []
+        return self.metric.guard(rows), steps
