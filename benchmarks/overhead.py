@@ -210,8 +210,13 @@ class HookClock:
         self.total = 0.0
 
     def wrap(self, callback: pl.Callback) -> None:
-        """Time ``callback``'s hooks (instance attributes shadow the class's methods; Lightning looks them up)."""
+        """Time the hooks ``callback`` implements; wrapping only those keeps the clock's cost out of the others.
+
+        Instance attributes shadow the class's methods, and Lightning looks hooks up on the instance.
+        """
         for name in HOOKS:
+            if getattr(type(callback), name) is getattr(pl.Callback, name):
+                continue
             hook = getattr(callback, name)
 
             def timed(*args: Any, _hook: Callable[..., Any] = hook, **kwargs: Any) -> Any:
@@ -245,21 +250,26 @@ class StepTimer(pl.Callback):
         """(on, off) step durations (wall, cpu, hooks) after ``warmup`` steps: step ``i`` (even) and ``i + 1``."""
         steps = [tuple(b - a for a, b in zip(x, y, strict=True)) for x, y in itertools.pairwise(self.marks)]
         # steps[j] is batch j + 1, from the end of batch j to the end of batch j + 1.
-        first = warmup + (warmup % 2)
-        return [(steps[i - 1], steps[i]) for i in range(max(first, 2), len(steps), 2)]
+        return [(steps[i - 1], steps[i]) for i in range(_first_pair(warmup), len(steps), 2)]
 
 
-def time_one(model: str, config: str, pool: list[tuple[Tensor, Tensor]], warmup: int, pairs: int, seed: int) -> list:
-    """One fit of ``model`` with ``config``'s callback gated on every other step; its (on, off) step pairs."""
+def _first_pair(warmup: int) -> int:
+    """The first timed "on" batch: even, after the warm-up, and with a previous batch to time it from."""
+    return max(2, warmup + warmup % 2)
+
+
+def time_one(
+    model: str, inner: pl.Callback | None, pool: list[tuple[Tensor, Tensor]], warmup: int, pairs: int, seed: int
+) -> list:
+    """One fit of ``model`` with ``inner`` gated on every other step; its (on, off) step pairs."""
     factory = MODELS[model][0]
     pl.seed_everything(seed, verbose=False)
     module = Classifier(factory())
-    inner = CONFIGS[config]()
     hooks = HookClock()
     if inner is not None:
         hooks.wrap(inner)
     timer = StepTimer(hooks)
-    steps = warmup + 2 * pairs + 2
+    steps = _first_pair(warmup) + 2 * pairs
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
@@ -275,7 +285,7 @@ def time_one(model: str, config: str, pool: list[tuple[Tensor, Tensor]], warmup:
     gc.collect()
     trainer.fit(module, train_dataloaders=Batches(pool, steps))
     if inner is not None and not inner.last_metrics:  # the timing is only meaningful if the callback measured
-        raise RuntimeError(f"{config}: {type(inner).__name__} logged nothing during the timed fit.")
+        raise RuntimeError(f"{type(inner).__name__} logged nothing during the timed fit.")
     return timer.pairs(warmup)
 
 
@@ -320,7 +330,7 @@ def bench(models: list[str], configs: list[str], rounds: int, warmup: int, pairs
         collected: dict[str, list] = {c: [] for c in configs}
         for r in range(rounds):
             for config in configs:
-                collected[config] += time_one(model, config, pool, warmup, pairs, seed + r)
+                collected[config] += time_one(model, CONFIGS[config](), pool, warmup, pairs, seed + r)
             print(f"  {model}: round {r + 1}/{rounds} done", flush=True)
         results += [summarize(model, c, collected[c], clock) for c in configs]
     return results

@@ -17,15 +17,18 @@ The data is synthetic and built in memory (no download): ``--samples`` standard 
 ``--input-dim`` and labels drawn uniformly from ``--classes`` classes.
 
 Run:
-    python -m benchmarks.random_labels            # the demo settings (about 2-4 minutes on 2 CPU cores)
+    python -m benchmarks.random_labels            # the demo settings (about 1 minute on 2 CPU cores)
+    python -m benchmarks.random_labels --out benchmarks/results/random_labels.csv
     python -m benchmarks.random_labels --help
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -293,6 +296,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
     p.add_argument("--seed", type=int, default=0, help="seed of data, labels, initialisation and batch order")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for this tiny MLP)")
+    p.add_argument("--out", type=Path, default=None, help="also write the per-phase rows as CSV to this path")
     args = p.parse_args(argv)
     for name in ("phases", "epochs_per_phase", "samples", "input_dim", "classes", "width", "depth", "batch_size"):
         if getattr(args, name) < 1:
@@ -324,6 +328,13 @@ def main(argv: list[str] | None = None) -> None:
     first = max(1, args.phases // 5)
     print(f"Means over the first {first} phase(s) and over the remaining ones:")
     print(summary(rows, args.methods, first))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=[field.name for field in fields(PhaseRow)])
+            writer.writeheader()
+            writer.writerows(asdict(r) for r in rows)
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

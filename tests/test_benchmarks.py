@@ -1,0 +1,47 @@
+"""The benchmark scripts run end to end on tiny settings (their timings and learning curves are not asserted)."""
+
+import csv
+import json
+
+import pytest
+
+from benchmarks import overhead, random_labels
+
+TINY = ["--phases", "3", "--epochs-per-phase", "2", "--samples", "96", "--width", "16", "--batch-size", "32"]
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_random_label_demo_writes_one_row_per_method_and_phase_and_is_deterministic(tmp_path):
+    args = [*TINY, "--reset-every", "2", "--grama-tau", "0.5", "--redo-tau", "0.5"]
+    random_labels.main([*args, "--out", str(tmp_path / "a.csv")])
+    random_labels.main([*args, "--methods", "regrama", "--out", str(tmp_path / "b.csv")])
+    rows = _rows(tmp_path / "a.csv")
+    assert [(r["method"], int(r["phase"])) for r in rows] == [(m, p) for m in random_labels.METHODS for p in range(3)]
+    assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
+    assert all(int(r["reset"]) == 0 for r in rows if r["method"] == "vanilla")
+    assert sum(int(r["reset"]) for r in rows if r["method"] == "regrama") > 0  # tau=0.5 flags neurons
+    # Same seed, same result: the regrama rows of a second, separate run are identical.
+    assert [r for r in rows if r["method"] == "regrama"] == _rows(tmp_path / "b.csv")
+
+
+def test_overhead_gate_runs_the_callback_on_every_other_step_only(tmp_path):
+    out = tmp_path / "overhead.json"
+    overhead.main(["--models", "mlp", "--configs", "grama-weight@1", "--pairs", "4", "--warmup", "2", "--rounds", "1",
+                   "--out", str(out)])  # fmt: skip
+    results = json.loads(out.read_text())["results"]
+    assert [r["config"] for r in results] == ["bare", "grama-weight@1"]
+    assert all(r["pairs"] + r["dropped"] == 4 for r in results)
+
+    inner = overhead.CONFIGS["grama-weight@1"]()
+    pairs = overhead.time_one("mlp", inner, overhead.make_pool("mlp", 0), warmup=2, pairs=3, seed=0)
+    assert len(pairs) == 3
+    assert inner._steps == [4]  # 8 batches, the even ones "on": the callback stepped only on those
+
+
+def test_overhead_rejects_bad_arguments():
+    with pytest.raises(SystemExit):
+        overhead.parse_args(["--pairs", "1"])
