@@ -343,45 +343,46 @@ class NeuronReset(pl.Callback):
 
     def _log(self, trainer: pl.Trainer, numbers: list[float], layout: list[tuple[int, list[int]]], reset: bool) -> None:
         """Turn a flush's numbers into per-step logs: layer ratios, global ratio over every optimizer's layers."""
-        by_step: dict[int, list[tuple[int, list[float], list[float]]]] = {}
+        rows: dict[int, list[tuple[int, list[float], list[float]]]] = {}  # step -> (group, inactive, neurons)
         at = 0
         for group, steps in layout:
             k = len(self._scored_names[group])
-            counts = numbers[at : at + 2 * k * len(steps)]
-            skipped = numbers[at + 2 * k * len(steps) : at + (2 * k + 1) * len(steps)]
-            at += (2 * k + 1) * len(steps)
             for i, step in enumerate(steps):
-                row = counts[2 * k * i : 2 * k * (i + 1)]
-                by_step.setdefault(step, []).append((group, row[:k], row[k:]))
-            if any(skipped) and not self._warned_nonfinite:
-                rank_zero_warn(
-                    f"{type(self).__name__}: a measurement had non-finite gradients or activations and was "
-                    "skipped; no neuron is reset on it (this warning is shown once)."
-                )
-                self._warned_nonfinite = True
-        logs: dict[str, float] = {}
-        for step in sorted(by_step):
-            logs = {}
-            for group, inactive, neurons in by_step[step]:
+                counts = numbers[at + 2 * k * i : at + 2 * k * (i + 1)]
+                rows.setdefault(step, []).append((group, counts[:k], counts[k:]))
+            at += 2 * k * len(steps)
+            self._warn_if_skipped(numbers[at : at + len(steps)])
+            at += len(steps)
+        logs: dict[int, dict[str, float]] = {}
+        for step in sorted(rows):
+            logs[step] = {}
+            for group, inactive, neurons in rows[step]:
                 self._latest_counts[group] = (sum(inactive), sum(neurons))
                 if self.log_per_layer:
                     for name, i, n in zip(self._scored_names[group], inactive, neurons, strict=True):
-                        logs[f"{self.prefix}/{name}"] = i / n if n else math.nan
+                        logs[step][f"{self.prefix}/{name}"] = i / n if n else math.nan
             total = sum(n for _, n in self._latest_counts.values())
             if total:
-                logs = {f"{self.prefix}/ratio": sum(i for i, _ in self._latest_counts.values()) / total, **logs}
-            if reset and step == max(by_step):
-                logs["reset/neurons"] = numbers[-1]
+                logs[step][f"{self.prefix}/ratio"] = sum(i for i, _ in self._latest_counts.values()) / total
+        if reset:
+            now = trainer.fit_loop.epoch_loop._batches_that_stepped
+            logs.setdefault(max(logs, default=now), {})["reset/neurons"] = numbers[-1]
+        latest: dict[str, float] = {}
+        for step, values in logs.items():
             for logger in trainer.loggers:
-                logger.log_metrics(logs, step=step)
-            self.last_metrics.update(logs)
-        if reset and not by_step:
-            logs = {"reset/neurons": numbers[-1]}
-            for logger in trainer.loggers:
-                logger.log_metrics(logs, step=trainer.fit_loop.epoch_loop._batches_that_stepped)
-            self.last_metrics.update(logs)
-        if logs:  # the latest values, for monitors such as EarlyStopping and ModelCheckpoint
-            trainer.callback_metrics.update(zip(logs, torch.tensor(list(logs.values())).unbind(), strict=True))
+                logger.log_metrics(values, step=step)
+            latest.update(values)
+        self.last_metrics.update(latest)
+        if latest:  # for monitors such as EarlyStopping and ModelCheckpoint
+            trainer.callback_metrics.update(zip(latest, torch.tensor(list(latest.values())).unbind(), strict=True))
+
+    def _warn_if_skipped(self, skipped: list[float]) -> None:
+        if any(skipped) and not self._warned_nonfinite:
+            rank_zero_warn(
+                f"{type(self).__name__}: a measurement had non-finite gradients or activations and was skipped; "
+                "no neuron is reset on it (this warning is shown once)."
+            )
+            self._warned_nonfinite = True
 
     def _finish_trace(self, pl_module: pl.LightningModule) -> None:
         """Take the layers the trace saw; layers whose optimizer has not stepped yet are traced on later batches."""
