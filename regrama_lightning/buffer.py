@@ -55,9 +55,17 @@ class MeasurementBuffer:
         """Pack one measurement (see :meth:`NeuronActivityRatio.pack`) into the next row.
 
         ``step`` is its logging step, ``-1`` if not known yet (see :meth:`stamp`).
+
+        Raises:
+            RuntimeError: If the buffer is full.
         """
-        self.metric.pack(sums, counts, out=self._views[len(self.steps)])
+        self.metric.pack(sums, counts, out=self._next_row())
         self.steps.append(step)
+
+    def _next_row(self) -> Tensor:
+        if self.full:
+            raise RuntimeError(f"The buffer holds {len(self._views)} unread rows: call take() before recording.")
+        return self._views[len(self.steps)]
 
     def watch_weights(self, layers: Mapping[str, nn.Module]) -> None:
         """Prepare :meth:`record_weight_grads` for these layers (the ones measured now)."""
@@ -74,7 +82,7 @@ class MeasurementBuffer:
         parts = list(self._template)
         for position, total in zip(self._positions, weight_grad_magnitude_sums(grads), strict=True):
             parts[position] = total
-        torch.cat(parts, out=self._views[len(self.steps)])
+        torch.cat(parts, out=self._next_row())
         self.steps.append(step)
         return True
 

@@ -1,5 +1,6 @@
 """Scores against independent computations on a hand-built network with a planted dead neuron."""
 
+import pytest
 import torch
 from helpers import mlp, plant_dead_neuron
 from torch import nn
@@ -163,9 +164,13 @@ def test_batched_summary_of_buffered_rows_matches_a_loop_over_them():
     ]
     for step, (sums, counts) in enumerate(measurements):
         buffer.record(sums, counts, step=step)
+    buffer.record(*measurements[0], step=3)
+    with pytest.raises(RuntimeError, match="call take"):
+        buffer.record(*measurements[0], step=4)
     rows, steps = buffer.take()
+    rows = rows[:3]
     summary = metric.summary(rows)
-    assert steps == [0, 1, 2] and len(buffer) == 0
+    assert steps == [0, 1, 2, 3] and len(buffer) == 0
     for i, (sums, counts) in enumerate(measurements):
         finite = all(torch.isfinite(v).all() for v in sums.values())
         assert summary.skipped[i] == (0 if finite else 1)
