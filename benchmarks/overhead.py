@@ -56,9 +56,10 @@ CLOCKS = ("wall", "cpu")
 
 
 class ReadGrads(pl.Callback):
-    """Reference, not a product: reads ``|W.grad|`` row sums of every Linear/Conv at each step and nothing else.
+    """Reference, not a product: reads ``|W.grad|`` row sums of the layers ReGraMa scores, at each step, and no more.
 
-    The unavoidable work of the ``weight`` score; what the callback costs beyond it is its own machinery.
+    The unavoidable work of the ``weight`` score; what the callback costs beyond it is its own machinery. The
+    layers are every Linear/Conv but the last (the output head, which the callback leaves out by default).
     """
 
     def __init__(self) -> None:
@@ -68,7 +69,7 @@ class ReadGrads(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         """Read the gradients."""
-        grads = [m.weight.grad for m in pl_module.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+        grads = [m.weight.grad for m in pl_module.modules() if isinstance(m, nn.Linear | nn.Conv2d)][:-1]
         self.last_metrics["layers"] = len(weight_grad_magnitude_sums(grads))
 
 
