@@ -13,7 +13,7 @@ from test_topology import BroNet, SmallCNN
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from regrama_lightning import ReDo, ReGraMa
+from regrama_lightning import GraMaRatio, ReDo, ReGraMa, weight_grad_magnitude
 
 
 class Spy(Callback):
@@ -254,3 +254,34 @@ def test_every_step_is_logged_with_the_right_value_whether_read_at_once_or_in_ba
     assert [logged[s] for s in range(12)] == pytest.approx(hand.ratios, abs=1e-6)
     assert min(hand.ratios) > 0  # the planted neuron at least: the comparison is not between zeros
     assert float(run.callback_metrics["grama/ratio"]) == pytest.approx(hand.ratios[-1], abs=1e-6)
+
+
+def test_metric_logged_from_a_users_own_module_without_the_callback(tmp_path):
+    # GraMaRatio as any torchmetrics Metric: updated in a hook of the user's module, logged per epoch by Lightning.
+    class Module(Classifier):
+        def __init__(self):
+            super().__init__(mlp((6, 16, 16, 3)))
+            plant_dead_neuron(self.net[0], 3)
+            self.grama = GraMaRatio({"net.0": 16, "net.2": 16}, tau=0.3)
+            self.by_hand = {"net.0": torch.zeros(16), "net.2": torch.zeros(16)}
+
+        def on_before_optimizer_step(self, optimizer):
+            sums = {n: weight_grad_magnitude(self.get_submodule(n)) for n in self.by_hand}
+            self.grama.update(sums)
+            for n, s in sums.items():
+                self.by_hand[n] += s.detach()
+            self.log("train/grama", self.grama, on_step=False, on_epoch=True)
+
+    torch.manual_seed(0)
+    module = Module()
+    logger = CSVLogger(tmp_path, name="run")
+    trainer([], max_steps=4, logger=logger, max_epochs=1).fit(module, loader(n=64))
+    rows = (tmp_path / "run" / "version_0" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    logged = [
+        float(v) for line in rows[1:] for k, v in zip(header, line.split(","), strict=True) if k == "train/grama" and v
+    ]
+    # Independently: the epoch's summed magnitudes, normalised per layer, thresholded.
+    inactive = sum(int((m / (m.mean() + 1e-9) <= 0.3).sum()) for m in module.by_hand.values())
+    assert logged == [pytest.approx(inactive / 32, abs=1e-6)]
+    assert inactive >= 1  # the planted neuron
