@@ -40,8 +40,9 @@ class MeasurementBuffer:
         self._views = list(self.rows.unbind(0))  # made once: indexing a row is itself a tensor op
         self.steps: list[int] = []
         self._weights: list[nn.Parameter] = []
-        self._template: list[Tensor] = []
         self._positions: list[int] = []
+        self._fan_in: dict[str, int] = {}
+        self._all_counts: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -71,20 +72,26 @@ class MeasurementBuffer:
         """Prepare :meth:`record_weight_grads` for these layers (the ones measured now)."""
         self._weights = [m.weight for m in layers.values()]
         self._positions = [self.metric.layer_names.index(n) for n in layers]
-        fan_in = {n: m.weight[0].numel() for n, m in layers.items()}
-        self._template = [*self.metric.zero_parts(), self.metric.count_part(fan_in)]
+        self._fan_in = {n: m.weight[0].numel() for n, m in layers.items()}
+        self._all_counts = self.metric.count_part(self._fan_in)
 
-    def record_weight_grads(self, step: int = -1) -> bool:
-        """Record ``|W.grad|`` row sums of the watched layers; ``False`` (nothing recorded) if one has no grad."""
+    def record_weight_grads(self, step: int = -1) -> None:
+        """Record ``|W.grad|`` row sums of the watched layers (a layer without a gradient counts as unmeasured).
+
+        Raises:
+            RuntimeError: If the buffer is full.
+        """
         grads = [p.grad for p in self._weights]
-        if any(g is None for g in grads):
-            return False
-        parts = list(self._template)
-        for position, total in zip(self._positions, weight_grad_magnitude_sums(grads), strict=True):
-            parts[position] = total
-        torch.cat(parts, out=self._next_row())
+        present = [i for i, g in enumerate(grads) if g is not None]
+        counts = self._all_counts
+        if len(present) < len(grads):
+            names = list(self._fan_in)
+            counts = self.metric.count_part({names[i]: self._fan_in[names[i]] for i in present})
+        parts = list(self.metric.zero_parts())
+        for i, total in zip(present, weight_grad_magnitude_sums([grads[i] for i in present]), strict=True):
+            parts[self._positions[i]] = total
+        torch.cat([*parts, counts], out=self._next_row())
         self.steps.append(step)
-        return True
 
     def stamp(self, step: int) -> None:
         """Give the rows recorded without a step (in this batch) their logging step."""

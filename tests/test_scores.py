@@ -190,3 +190,23 @@ def test_batched_summary_of_buffered_rows_matches_a_loop_over_them():
                     assert torch.allclose(scores[name], mean / (mean.mean() + eps))
                 else:
                     assert scores[name].isnan().all()
+
+
+def test_weight_grads_recorded_in_buffer_match_the_plain_function_and_skip_layers_without_grad():
+    torch.manual_seed(6)
+    a, b = nn.Linear(5, 4), nn.Linear(5, 3)
+    metric = GraMaRatio({"a": 4, "b": 3}, tau=0.2)
+    buffer = MeasurementBuffer(metric, capacity=2)
+    buffer.watch_weights({"a": a, "b": b})
+    a(torch.randn(8, 5)).pow(2).sum().backward()  # b gets no gradient in this window
+    buffer.record_weight_grads(step=0)
+    b(torch.randn(8, 5)).sum().backward()
+    buffer.record_weight_grads(step=1)
+    rows, _ = buffer.take()
+    first, second = metric.scores(rows[0]), metric.scores(rows[1])
+    assert torch.allclose(first["a"], normalize(weight_grad_magnitude(a)))
+    assert first["b"].isnan().all()  # no data, so never reset
+    assert torch.allclose(second["b"], normalize(weight_grad_magnitude(b)))
+    assert metric.summary(rows).neurons.tolist() == [[4.0, 0.0], [4.0, 3.0]]
+    sums, counts = MagnitudeGatherer({"a": a, "b": b}, "weight").collect(["a", "b"])  # the unbuffered way
+    assert torch.allclose(sums["b"] / counts["b"], weight_grad_magnitude(b)) and counts == {"a": 5, "b": 5}

@@ -282,7 +282,9 @@ class NeuronReset(pl.Callback):
             if buffer.full:  # several steps of one optimizer in one batch
                 self._flush(trainer, resets=False)
             # Its logging step is known at the end of the batch.
-            if self.signal != "weight" or not buffer.record_weight_grads():
+            if self.signal == "weight":
+                buffer.record_weight_grads()
+            else:
                 buffer.record(*self._gatherer.collect(self._names[group]))
             self._measured.add(group)
         if reset:
