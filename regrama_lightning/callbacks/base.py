@@ -226,10 +226,9 @@ class NeuronReset(pl.Callback):
             [n for n in self._candidates if self._owner[n] == g and (n in self._pending or n in self.scored)]
             for g in groups
         ]
-        # For activations, the tracer reports the layers it is still tracing; hooks would count them twice.
-        self._hooked = [[n for n in names if n not in self._pending] for names in self._names]
-        if self.signal != "activation":
-            self._hooked = self._names
+        self._hooked = self._names
+        if self.signal == "activation":  # the tracer reports the layers it still traces: hooks would count twice
+            self._hooked = [[n for n in names if n not in self._pending] for names in self._names]
         self._scored_names, self._scored_index = [], []
         for metric in self._metrics:
             positions = [i for i, n in enumerate(metric.layer_names) if n in self.scored]
