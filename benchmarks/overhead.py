@@ -27,7 +27,7 @@ those. Step times are the process's CPU time (``--clock``); pairs holding a hicc
 are dropped. ``hooks %`` is the time inside the callback's Lightning hooks on "on" steps, over the "off" step
 (it leaves out the tensor hooks the ``output`` and ReDo signals run inside the model's passes).
 
-Run (about 5 minutes at the defaults on 2 CPU cores):
+Run (about 9 minutes at the defaults on 2 CPU cores):
     python -m benchmarks.overhead
     python -m benchmarks.overhead --pairs 2000 --out results.json
     python -m benchmarks.overhead --models mlp --configs defaults grama-weight@1

@@ -2,8 +2,8 @@
 
 The state is one flat vector, ``[per-neuron magnitude sums of every layer | term count of each layer | skipped]``,
 reduced by ``sum`` across DDP ranks (one all-reduce), so the synced score is the score of the union of all ranks'
-samples. Everything is computed with a fixed number of batched tensor ops, whatever the number of layers: the
-callbacks read it at every measured step.
+samples. Everything is computed with a fixed number of batched tensor ops, whatever the number of layers, and
+for one state or a batch of them (the rows the callbacks buffer, see :mod:`regrama_lightning.buffer`).
 """
 
 from __future__ import annotations
