@@ -285,3 +285,56 @@ def test_metric_logged_from_a_users_own_module_without_the_callback(tmp_path):
     inactive = sum(int((m / (m.mean() + 1e-9) <= 0.3).sum()) for m in module.by_hand.values())
     assert logged == [pytest.approx(inactive / 32, abs=1e-6)]
     assert inactive >= 1  # the planted neuron
+
+
+class ResetAtBatches(Callback):
+    """Requests a reset before chosen batches, as a continual benchmark does at a task change."""
+
+    def __init__(self, target, batches):
+        self.target, self.batches = target, batches
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx in self.batches:
+            self.target.request_reset()
+
+
+def test_requested_resets_happen_at_the_requested_steps_only():
+    torch.manual_seed(0)
+    net = mlp((6, 8, 8, 3))
+    plant_dead_neuron(net[0], 2)
+    callback = ReGraMa(reset_every_n_steps=None)
+    spy = Spy(net[0])
+    trainer([ResetAtBatches(callback, {4}), callback, spy], max_steps=7).fit(
+        Classifier(net, optimizer="sgd"), loader(n=112)
+    )
+    changed = [i for i in range(1, 7) if not torch.equal(spy.rows[i], spy.rows[i - 1])]
+    assert spy.rows[3].abs().sum() == 0  # untouched before the request (SGD cannot move a dead row)
+    assert changed[0] == 4  # reset at the end of the requested batch, then it trains
+    assert callback._resets == 1
+    with pytest.raises(RuntimeError, match="on_fit_start"):
+        ReGraMa().request_reset()
+    with pytest.raises(ValueError, match="`optimizer_index` must be in"):
+        callback.request_reset(3)
+
+
+class EnvSteps(Classifier):
+    """Counts 10 'environment steps' per batch, the x-axis an RL agent logs against."""
+
+    env_steps = 0
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self.env_steps += 10
+
+
+def test_logs_against_a_module_attribute_when_asked(tmp_path):
+    torch.manual_seed(0)
+    callback = ReGraMa(reset_every_n_steps=None, log_every_n_steps=2, step_attribute="env_steps")
+    logger = CSVLogger(tmp_path, name="run")
+    trainer([callback], max_steps=6, logger=logger).fit(EnvSteps(mlp()), loader())
+    lines = (tmp_path / "run" / "version_0" / "metrics.csv").read_text().splitlines()
+    column = lines[0].split(",").index("step")
+    assert sorted({int(line.split(",")[column]) for line in lines[1:]}) == [20, 40, 60]
+    with pytest.raises(ValueError, match="no int attribute"):
+        trainer([ReGraMa(step_attribute="env_steps")], max_steps=1).fit(Classifier(mlp()), loader())
+    with pytest.raises(ValueError, match="`step_attribute` must be"):
+        ReGraMa(step_attribute="env steps")

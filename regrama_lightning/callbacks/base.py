@@ -57,6 +57,8 @@ class NeuronReset(pl.Callback):
         log_per_layer: Also log one ratio per layer.
         seed: Seed of the re-draws; ``None`` takes ``torch.initial_seed()`` of rank 0.
         eps: Added to each layer's mean when normalising.
+        step_attribute: Name of an ``int`` attribute of the LightningModule to use as the x-axis of the logs
+            (e.g. ``"env_steps"`` for an RL agent); ``None`` uses the Trainer's step, as ``self.log`` does.
 
     Raises:
         ValueError: On any invalid argument, naming it and the fix.
@@ -82,6 +84,7 @@ class NeuronReset(pl.Callback):
         log_per_layer: bool = True,
         seed: int | None = None,
         eps: float = 1e-9,
+        step_attribute: str | None = None,
     ) -> None:
         _check_number("tau", tau, low=0.0, fix="use 0 to flag only neurons with exactly zero score")
         _check_period("reset_every_n_steps", reset_every_n_steps, "use None to measure without resetting")
@@ -97,6 +100,8 @@ class NeuronReset(pl.Callback):
                 raise ValueError("`max_reset_fraction=0` would never reset: use reset_every_n_steps=None instead.")
         if eps <= 0:
             raise ValueError(f"`eps` must be > 0, got {eps}.")
+        if step_attribute is not None and (not isinstance(step_attribute, str) or not step_attribute.isidentifier()):
+            raise ValueError(f"`step_attribute` must be an attribute name such as 'env_steps', got {step_attribute!r}.")
         if init_fn is not None and not callable(init_fn):
             raise ValueError("`init_fn` must be a callable that re-initialises a module in place, or None.")
         self.tau = float(tau)
@@ -113,6 +118,7 @@ class NeuronReset(pl.Callback):
         self.log_per_layer = log_per_layer
         self.seed = seed
         self.eps = eps
+        self.step_attribute = step_attribute
 
         self.layers: dict[str, NeuronLayer] = {}  # traced structure of each layer, once it has been traced
         self.scored: list[str] = []  # layers scored (and logged)
@@ -127,6 +133,7 @@ class NeuronReset(pl.Callback):
         self._measuring: set[int] = set()
         self._measured: set[int] = set()
         self._reset_due: set[int] = set()
+        self._requested: set[int] = set()  # optimizers whose next step resets, whatever the period
         self._names: list[list[str]] = []  # per optimizer: layers measured (scored, or not traced yet)
         self._hooked: list[list[str]] = []  # per optimizer: layers whose forward is hooked when measuring
         self._scored_names: list[list[str]] = []  # per optimizer: scored layers, in its metric's order
@@ -170,6 +177,11 @@ class NeuronReset(pl.Callback):
             raise ValueError(
                 "No trainable Linear/Conv layer is left after `include`/`exclude` "
                 f"(include={self.include}, exclude={self.exclude}); loosen the patterns."
+            )
+        if self.step_attribute is not None and not isinstance(getattr(pl_module, self.step_attribute, None), int):
+            raise ValueError(
+                f"`step_attribute={self.step_attribute!r}`: {type(pl_module).__name__} has no int attribute of that "
+                "name to log against; add it or use step_attribute=None for the Trainer's step."
             )
         seed = self.seed if self.seed is not None else torch.initial_seed() % (2**31)
         self._seed = int(trainer.strategy.broadcast(seed))
@@ -238,6 +250,35 @@ class NeuronReset(pl.Callback):
             for buffer, names in zip(self._buffers, self._names, strict=True):
                 buffer.watch_weights({n: self._candidates[n] for n in names})
 
+    def request_reset(self, optimizer_index: int | None = None) -> None:
+        """Make the next step of an optimizer (default: of every optimizer) a measured reset step.
+
+        For schedules that are not a fixed number of steps, e.g. a reset at each task change of a continual
+        benchmark: call it from ``on_train_epoch_start`` or any hook before the step.
+
+        Args:
+            optimizer_index: Index in ``trainer.optimizers``; ``None`` for all of them.
+
+        Raises:
+            RuntimeError: If called before ``on_fit_start``, when the optimizers are not known yet.
+            ValueError: If the index names no optimizer.
+        """
+        count = len(self._metrics)
+        if not count:
+            raise RuntimeError("request_reset() needs the optimizers: call it from a hook at or after on_fit_start.")
+        if optimizer_index is None:
+            self._requested.update(range(count))
+        elif not 0 <= optimizer_index < count:
+            raise ValueError(f"`optimizer_index` must be in [0, {count}), got {optimizer_index}.")
+        else:
+            self._requested.add(optimizer_index)
+
+    def _now(self, trainer: pl.Trainer) -> int:
+        """The x-axis value of logs made now."""
+        if self.step_attribute is not None:
+            return getattr(trainer.lightning_module, self.step_attribute)
+        return trainer.fit_loop.epoch_loop._batches_that_stepped
+
     # -- per batch --------------------------------------------------------------------------------------
     def _due(self, step: int) -> tuple[bool, bool]:
         reset = self.reset_every_n_steps is not None and step % self.reset_every_n_steps == 0
@@ -253,7 +294,7 @@ class NeuronReset(pl.Callback):
             self._trace_start = list(self._steps)
         if self.signal == "weight":
             return  # nothing to hook: |W.grad| is read when the optimizer steps
-        self._measuring = {g for g, s in enumerate(self._steps) if self._due(s + 1)[0]}
+        self._measuring = {g for g, s in enumerate(self._steps) if self._due(s + 1)[0] or g in self._requested}
         for group in self._measuring:
             self._gatherer.attach(self._hooked[group])
 
@@ -276,6 +317,9 @@ class NeuronReset(pl.Callback):
         self._steps[group] += 1
         self._stepped = True
         measure, reset = self._due(self._steps[group])
+        if group in self._requested:
+            self._requested.discard(group)
+            measure = reset = True
         if measure and (self.signal == "weight" or group in self._measuring):
             buffer = self._buffers[group]
             if buffer.full:  # several steps of one optimizer in one batch
@@ -299,7 +343,7 @@ class NeuronReset(pl.Callback):
         self._stepped = False
         if not self._measured and not self._reset_due:
             return
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        step = self._now(trainer)
         for group in self._measured:
             self._buffers[group].stamp(step)
             if self.signal != "weight":
@@ -327,7 +371,7 @@ class NeuronReset(pl.Callback):
         for group, (buffer, metric) in enumerate(zip(self._buffers, self._metrics, strict=True)):
             if not len(buffer):
                 continue
-            buffer.stamp(trainer.fit_loop.epoch_loop._batches_that_stepped)
+            buffer.stamp(self._now(trainer))
             rows, steps = buffer.take(reduce if metric.sync_on_compute else None)
             self._states[group] = rows[-1]
             summary = metric.summary(rows)
@@ -366,7 +410,7 @@ class NeuronReset(pl.Callback):
             if total:
                 logs[step][f"{self.prefix}/ratio"] = sum(i for i, _ in self._latest_counts.values()) / total
         if reset:
-            now = trainer.fit_loop.epoch_loop._batches_that_stepped
+            now = self._now(trainer)
             logs.setdefault(max(logs, default=now), {})["reset/neurons"] = numbers[-1]
         latest: dict[str, float] = {}
         for step, values in logs.items():
@@ -495,7 +539,12 @@ class NeuronReset(pl.Callback):
     # -- checkpoints -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Step counters and seed: all a resumed run needs to continue the same schedule and re-draws."""
-        return {"steps": list(self._steps), "seed": getattr(self, "_seed", self.seed), "resets": self._resets}
+        return {
+            "steps": list(self._steps),
+            "seed": getattr(self, "_seed", self.seed),
+            "resets": self._resets,
+            "requested": sorted(self._requested),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the step counters and seed."""
@@ -503,6 +552,7 @@ class NeuronReset(pl.Callback):
         if state_dict.get("seed") is not None:
             self._seed = int(state_dict["seed"])  # setup() ran before the restore: the checkpoint's seed wins
         self._resets = int(state_dict.get("resets", 0))
+        self._requested = set(state_dict.get("requested", []))
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Remove hooks and leave the tracer if training stopped inside the first batch."""

@@ -31,6 +31,7 @@ class ReDo(NeuronReset):
         log_per_layer: Log one ratio per layer.
         seed: Seed of the re-draws.
         eps: Added to the layer mean.
+        step_attribute: LightningModule attribute used as the x-axis of the logs (``None``: the Trainer's step).
 
     Raises:
         ValueError: On an invalid argument.
@@ -60,6 +61,7 @@ class ReDo(NeuronReset):
         log_per_layer: bool = True,
         seed: int | None = None,
         eps: float = 1e-9,
+        step_attribute: str | None = None,
     ) -> None:
         super().__init__(
             tau=tau,
@@ -76,4 +78,5 @@ class ReDo(NeuronReset):
             log_per_layer=log_per_layer,
             seed=seed,
             eps=eps,
+            step_attribute=step_attribute,
         )

@@ -35,6 +35,7 @@ class ReGraMa(NeuronReset):
         log_per_layer: Log one ratio per layer.
         seed: Seed of the re-draws.
         eps: Added to the layer mean.
+        step_attribute: LightningModule attribute used as the x-axis of the logs (``None``: the Trainer's step).
 
     Raises:
         ValueError: On an invalid argument.
@@ -64,6 +65,7 @@ class ReGraMa(NeuronReset):
         log_per_layer: bool = True,
         seed: int | None = None,
         eps: float = 1e-9,
+        step_attribute: str | None = None,
     ) -> None:
         if score not in ("weight", "output"):
             raise ValueError(
@@ -86,4 +88,5 @@ class ReGraMa(NeuronReset):
             log_per_layer=log_per_layer,
             seed=seed,
             eps=eps,
+            step_attribute=step_attribute,
         )
