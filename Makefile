@@ -19,7 +19,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/python -m benchmarks.random_labels
+	$(BIN)/python -m benchmarks.rl.demo
 
 test: install lint
 	$(BIN)/python -m pytest

@@ -313,7 +313,7 @@ def test_requested_resets_happen_at_the_requested_steps_only():
     assert callback._resets == 1
     with pytest.raises(RuntimeError, match="on_fit_start"):
         ReGraMa().request_reset()
-    with pytest.raises(ValueError, match="`optimizer_index` must be in"):
+    with pytest.raises(ValueError, match="`optimizer_index` must be one of"):
         callback.request_reset(3)
 
 

@@ -211,6 +211,8 @@ class NeuronReset(pl.Callback):
             self._owner[name] = owners[0]
         if not self._candidates:
             raise ValueError("No selected Linear/Conv layer is stepped by an optimizer, so there is nothing to score.")
+        # Optimizers of no selected layer (e.g. SAC's temperature) are not followed: no steps, no reset events.
+        self._opt_index = {id(o): i for i, o in enumerate(optimizers) if i in set(self._owner.values())}
         if len(self._steps) != len(optimizers):
             self._steps = [0] * len(optimizers)
         self._pending = set(self._candidates)
@@ -261,15 +263,17 @@ class NeuronReset(pl.Callback):
 
         Raises:
             RuntimeError: If called before ``on_fit_start``, when the optimizers are not known yet.
-            ValueError: If the index names no optimizer.
+            ValueError: If the index names no optimizer that steps a selected layer.
         """
-        count = len(self._metrics)
-        if not count:
+        if not self._metrics:
             raise RuntimeError("request_reset() needs the optimizers: call it from a hook at or after on_fit_start.")
+        owning = sorted(self._opt_index.values())
         if optimizer_index is None:
-            self._requested.update(range(count))
-        elif not 0 <= optimizer_index < count:
-            raise ValueError(f"`optimizer_index` must be in [0, {count}), got {optimizer_index}.")
+            self._requested.update(owning)
+        elif optimizer_index not in owning:
+            raise ValueError(
+                f"`optimizer_index` must be one of {owning} (optimizers of selected layers), got {optimizer_index}."
+            )
         else:
             self._requested.add(optimizer_index)
 
@@ -525,6 +529,11 @@ class NeuronReset(pl.Callback):
                 seed = (self._seed * 1_000_003 + self._steps[group] * 1009 + index) % (2**63)
                 total = total + reset_neurons(layer, mask, seed=seed, optimizers=optimizers, init_fn=self.init_fn)
         return total
+
+    @property
+    def resets(self) -> int:
+        """Reset events so far (one per optimizer per reset step, whether or not a neuron was inactive)."""
+        return self._resets
 
     @property
     def state_key(self) -> str:

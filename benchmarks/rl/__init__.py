@@ -1,0 +1,1 @@
+"""Deep RL agents as LightningModules, fed by an environment-driven data loop."""

@@ -1,0 +1,216 @@
+"""``OffPolicyAgent``: the LightningModule base of replay-based agents (SAC now; BRO-net and DACER build on it).
+
+It owns what every off-policy agent shares: the training environment, the replay buffer on the training device,
+the environment-driven data loop (:mod:`benchmarks.rl.loop`) and its own counters. Lightning's ``global_step``
+counts every optimizer step (up to three per SAC update), so the agent counts ``env_steps`` (transitions taken,
+over all sub-environments) and ``updates`` (training batches, counted when one starts) itself; logs use
+``env_steps`` as their x-axis, and the callbacks can too (``ReGraMa(step_attribute="env_steps")``).
+
+Checkpoints hold the counters, the update credit and, with ``checkpoint_buffer=True`` (the default), the replay
+buffer's stored rows, so that a resumed run trains on the same data. With ``checkpoint_buffer=False`` checkpoints
+stay small and a resumed run refills the buffer with ``learning_starts`` steps of its current policy before it
+updates again. The environment itself cannot be saved: a resumed run starts new episodes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from benchmarks.rl.envs import make_env
+from benchmarks.rl.loop import Collector, ReplayLoop
+from benchmarks.rl.replay import ReplayBuffer, Transition
+
+
+def _as_is(batch: Transition) -> Transition:
+    return batch
+
+
+def _check_positive(name: str, value: Any, fix: str, integer: bool = True, allow_zero: bool = False) -> None:
+    kind = int if integer else (int, float)
+    ok = isinstance(value, kind) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        what = "integer" if integer else "number"
+        raise ValueError(
+            f"`{name}` must be a {'non-negative' if allow_zero else 'positive'} {what}, got {value!r}; {fix}."
+        )
+
+
+class OffPolicyAgent(pl.LightningModule):
+    """An agent trained from a replay buffer that its own environment loop fills.
+
+    Subclasses build their networks in ``__init__`` (``self.obs_dim``/``self.act_dim`` are known by then), define
+    :meth:`act` (the exploration policy), ``configure_optimizers`` and ``training_step`` (one update on a
+    :class:`~benchmarks.rl.replay.Transition` batch, incrementing nothing: the base class counts).
+
+    Args:
+        env_id: A gymnasium id (``"HalfCheetah-v5"``) or ``"dmc:<domain>-<task>"`` (``"dmc:dog-walk"``).
+        total_steps: Environment steps to train for; the epoch, and the fit, end there.
+        learning_starts: Uniformly random actions for this many first steps; no update before the buffer holds
+            this many transitions.
+        replay_ratio: Updates per environment step (fractions accumulate: 0.5 = one update every two steps).
+        batch_size: Transitions per update.
+        buffer_size: Replay capacity (oldest transitions are overwritten).
+        num_envs: Sub-environments stepped together (each step adds ``num_envs`` transitions).
+        seed: Seed of the environments (rank ``r`` of a multi-process run adds ``1000 * r``) and random actions.
+        checkpoint_buffer: Save the replay buffer in checkpoints (see the module docstring).
+
+    Raises:
+        ValueError: On an invalid argument or an unknown environment.
+    """
+
+    def __init__(
+        self,
+        env_id: str = "HalfCheetah-v5",
+        total_steps: int = 1_000_000,
+        learning_starts: int = 5_000,
+        replay_ratio: float = 1.0,
+        batch_size: int = 256,
+        buffer_size: int = 1_000_000,
+        num_envs: int = 1,
+        seed: int = 0,
+        checkpoint_buffer: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_positive("total_steps", total_steps, "the number of environment steps to train for")
+        _check_positive("learning_starts", learning_starts, "use 0 to act with the policy from the start", True, True)
+        _check_positive("replay_ratio", replay_ratio, "e.g. 1 (one update per step) or 0.5", integer=False)
+        _check_positive("batch_size", batch_size, "e.g. 256")
+        _check_positive("num_envs", num_envs, "e.g. 1")
+        _check_positive("buffer_size", buffer_size, "e.g. 1_000_000")
+        if buffer_size < max(learning_starts, batch_size, num_envs):
+            raise ValueError(
+                f"`buffer_size={buffer_size}` must hold at least learning_starts, batch_size and num_envs "
+                f"({max(learning_starts, batch_size, num_envs)}) transitions; raise it."
+            )
+        self.env_id = env_id
+        self.total_steps = total_steps
+        self.learning_starts = learning_starts
+        self.replay_ratio = float(replay_ratio)
+        self.batch_size = batch_size
+        self.buffer_size = buffer_size
+        self.num_envs = num_envs
+        self.seed = seed
+        self.checkpoint_buffer = checkpoint_buffer
+        probe = make_env(env_id, seed=seed)  # the networks need the dimensions now, in __init__
+        self.obs_dim = int(probe.single_observation_space.shape[0])
+        self.act_dim = int(probe.single_action_space.shape[0])
+        probe.close()
+        self.env_steps = 0
+        self.updates = 0
+        self.episodes = 0
+        self.update_credit = 0.0
+        self.batches_drawn = 0
+        self.collector: Collector | None = None
+        self._restored_buffer: dict[str, Any] | None = None
+        self._clock: tuple[float, int, int] | None = None
+
+    # -- to be defined by the agent -------------------------------------------------------------------------
+    def act(self, obs: Tensor) -> Tensor:
+        """The exploration policy: actions in ``[-1, 1]`` for a batch of observations on the module's device."""
+        raise NotImplementedError(f"{type(self).__name__} must define act(obs) -> actions in [-1, 1].")
+
+    # -- the data loop ------------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        """The environment loop as a DataLoader (created once per fit, on the module's device)."""
+        if self.collector is None:
+            rank_seed = self.seed + 1000 * self.global_rank
+            buffer = ReplayBuffer(self.buffer_size, self.obs_dim, self.act_dim, device=self.device)
+            if self._restored_buffer is not None:
+                buffer.load_state_dict(self._restored_buffer)
+                self._restored_buffer = None
+            env = make_env(self.env_id, seed=rank_seed + self.env_steps, num_envs=self.num_envs)
+            self.collector = Collector(env, buffer, seed=rank_seed + self.env_steps)
+            self.collector.env_steps = self.env_steps
+        # batch_size=None: the dataset yields whole batches; _as_is skips the default per-item conversion.
+        return DataLoader(ReplayLoop(self), batch_size=None, collate_fn=_as_is)
+
+    def collect(self) -> None:
+        """One environment step: random actions during the first ``learning_starts`` steps, then the policy."""
+        episodes = self.collector.step(None if self.env_steps < self.learning_starts else self.act)
+        self.env_steps = self.collector.env_steps
+        for episode_return, length in episodes:
+            self.episodes += 1
+            self.write_logs({"train/episode_return": episode_return, "train/episode_length": float(length)})
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Batches are sampled on the module's device already."""
+        return batch
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Count the update (before it runs, so that checkpoints saved after it include it)."""
+        self.updates += 1
+
+    def on_train_epoch_end(self) -> None:
+        """Stop the fit once the step budget is spent, whatever the Trainer's ``max_epochs``."""
+        if self.env_steps >= self.total_steps:
+            self.trainer.should_stop = True
+
+    def close(self) -> None:
+        """Close the training environment; a later fit starts a new one (and an empty buffer).
+
+        It stays open between fits on purpose, so that ``trainer.fit`` can be called again to continue training.
+        """
+        if self.collector is not None:
+            self.collector.env.close()
+            self.collector = None
+
+    # -- logging ----------------------------------------------------------------------------------------
+    def should_log(self) -> bool:
+        """Whether this update logs its losses: the first and every Trainer ``log_every_n_steps`` updates after."""
+        return (self.updates - 1) % self.trainer.log_every_n_steps == 0
+
+    def write_logs(self, values: Mapping[str, float | Tensor]) -> None:
+        """Write values to every logger at ``env_steps``, with one host sync for all tensor values.
+
+        ``self.log`` would log at Lightning's step and costs far more per call than an update can spare, so
+        the agent writes to its loggers itself at the steps it chooses.
+        """
+        names = [k for k, v in values.items() if isinstance(v, Tensor)]
+        numbers = dict(values)
+        if names:
+            numbers.update(zip(names, torch.stack([values[k].detach().float() for k in names]).tolist(), strict=True))
+        for logger in self.trainer.loggers:
+            logger.log_metrics(numbers, step=self.env_steps)
+        self.trainer.callback_metrics.update({k: torch.tensor(v) for k, v in numbers.items()})
+
+    def throughput(self) -> dict[str, float]:
+        """Environment steps and updates per second since the previous call (wall clock, no device sync)."""
+        now = (time.perf_counter(), self.env_steps, self.updates)
+        last, self._clock = self._clock, now
+        if last is None or now[0] <= last[0]:
+            return {}
+        elapsed = now[0] - last[0]
+        return {
+            "perf/env_steps_per_s": (now[1] - last[1]) / elapsed,
+            "perf/updates_per_s": (now[2] - last[2]) / elapsed,
+        }
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Save the counters and (with ``checkpoint_buffer``) the replay buffer."""
+        state: dict[str, Any] = {
+            "env_steps": self.env_steps,
+            "updates": self.updates,
+            "episodes": self.episodes,
+            # A batch Lightning fetched ahead is lost with this process: give its credit back.
+            "update_credit": self.update_credit + self.batches_drawn - self.updates,
+        }
+        if self.checkpoint_buffer and self.collector is not None:
+            state["buffer"] = self.collector.buffer.state_dict()
+        checkpoint["off_policy_agent"] = state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the counters; the buffer is restored when the data loop is created."""
+        state = checkpoint["off_policy_agent"]
+        self.env_steps, self.updates, self.episodes = state["env_steps"], state["updates"], state["episodes"]
+        self.update_credit = state["update_credit"]
+        self.batches_drawn = self.updates
+        self._restored_buffer = state.get("buffer")
+        self.collector = None

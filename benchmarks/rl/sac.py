@@ -1,0 +1,201 @@
+"""Soft Actor-Critic as a LightningModule, with CleanRL's defaults (Haarnoja et al. 2018; Huang et al. 2022).
+
+Twin critics with Polyak-averaged targets, a tanh-squashed Gaussian actor, automatic entropy tuning towards
+``-|A|`` and delayed policy updates (every ``policy_frequency`` updates, that many actor steps). Optimisation is
+manual: two optimizers (critic; actor and temperature) step in one ``training_step``, so Lightning's
+``global_step`` advances by up to three per update (critic once, actor ``policy_frequency`` times every
+``policy_frequency`` updates); the agent's own ``updates`` and ``env_steps`` are the
+counters to read.
+
+The actor loss is taken with the critics' parameters frozen, so it adds nothing to their gradients: a critic's
+GraMa score (read when the critic optimizer steps) comes from the critic loss alone, and no backward pass is
+spent on gradients nobody uses.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812
+
+from benchmarks.rl.agent import OffPolicyAgent
+from benchmarks.rl.networks import NetworkConfig, SquashedGaussianActor, TwinQ
+from benchmarks.rl.replay import Transition
+
+
+class SAC(OffPolicyAgent):
+    """Soft Actor-Critic on a continuous-control task.
+
+    Args:
+        env_id: See :class:`~benchmarks.rl.agent.OffPolicyAgent` for this and the next eight arguments.
+        total_steps: Environment steps to train for.
+        learning_starts: Random steps first; no update before the buffer holds this many transitions.
+        replay_ratio: Updates per environment step.
+        batch_size: Transitions per update.
+        buffer_size: Replay capacity.
+        num_envs: Sub-environments stepped together.
+        seed: Seed of the environments.
+        checkpoint_buffer: Save the replay buffer in checkpoints.
+        actor_net: Actor hidden layers (a dict of its fields, as checkpoints store it, is accepted too).
+        critic_net: Hidden layers of each critic.
+        gamma: Discount.
+        tau: Polyak step of the target critics.
+        policy_lr: Actor learning rate.
+        q_lr: Critic (and temperature) learning rate.
+        policy_frequency: Actor update period in updates (and actor steps per period).
+        target_network_frequency: Target update period in updates.
+        alpha: Entropy temperature, or its initial value with ``autotune``.
+        autotune: Learn the temperature towards the target entropy ``-|A|``.
+
+    Raises:
+        ValueError: On an invalid argument.
+
+    Example:
+        >>> import lightning.pytorch as pl
+        >>> agent = SAC("Pendulum-v1", total_steps=300, learning_starts=100, batch_size=32)
+        >>> trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        ...                      enable_model_summary=False)
+        >>> trainer.fit(agent)
+        >>> agent.env_steps, agent.updates
+        (300, 200)
+    """
+
+    def __init__(
+        self,
+        env_id: str = "HalfCheetah-v5",
+        total_steps: int = 1_000_000,
+        learning_starts: int = 5_000,
+        replay_ratio: float = 1.0,
+        batch_size: int = 256,
+        buffer_size: int = 1_000_000,
+        num_envs: int = 1,
+        seed: int = 0,
+        checkpoint_buffer: bool = True,
+        actor_net: NetworkConfig | None = None,
+        critic_net: NetworkConfig | None = None,
+        gamma: float = 0.99,
+        tau: float = 0.005,
+        policy_lr: float = 3e-4,
+        q_lr: float = 1e-3,
+        policy_frequency: int = 2,
+        target_network_frequency: int = 1,
+        alpha: float = 0.2,
+        autotune: bool = True,
+    ) -> None:
+        super().__init__(
+            env_id,
+            total_steps,
+            learning_starts,
+            replay_ratio,
+            batch_size,
+            buffer_size,
+            num_envs,
+            seed,
+            checkpoint_buffer,
+        )
+        for name, value, low, high in (("gamma", gamma, 0, 1), ("tau", tau, 0, 1)):
+            if not low < value <= high:
+                raise ValueError(f"`{name}` must be in ({low}, {high}], got {value!r}.")
+        for name, value in (("policy_lr", policy_lr), ("q_lr", q_lr), ("alpha", alpha)):
+            if not value > 0:
+                raise ValueError(f"`{name}` must be > 0, got {value!r}.")
+        for name, value in (
+            ("policy_frequency", policy_frequency),
+            ("target_network_frequency", target_network_frequency),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        actor_net, critic_net = NetworkConfig.of(actor_net), NetworkConfig.of(critic_net)
+        # Saved as plain dicts, so that checkpoints load with torch.load(weights_only=True).
+        self.save_hyperparameters(ignore=["actor_net", "critic_net"])
+        self.hparams.update(actor_net=asdict(actor_net), critic_net=asdict(critic_net))
+        self.automatic_optimization = False
+        self.actor = SquashedGaussianActor(self.obs_dim, self.act_dim, actor_net)
+        self.critic = TwinQ(self.obs_dim, self.act_dim, critic_net)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(alpha)), requires_grad=autotune)
+        self.target_entropy = -float(self.act_dim)
+        self.gamma, self.tau = gamma, tau
+        self.policy_lr, self.q_lr = policy_lr, q_lr
+        self.policy_frequency, self.target_network_frequency = policy_frequency, target_network_frequency
+        self.autotune = autotune
+
+    def act(self, obs: Tensor) -> Tensor:
+        """A sampled (exploring) action."""
+        return self.actor.sample(obs)[0]
+
+    def act_deterministic(self, obs: Tensor) -> Tensor:
+        """The evaluation action: the squashed mean."""
+        return self.actor.deterministic(obs)
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Critic optimizer, then one for the actor and (with ``autotune``) the temperature.
+
+        The temperature's loss reads the actor's log-probabilities detached and the actor's loss reads the
+        temperature detached, so one backward of their sum and one step give each exactly its own gradient: one
+        step instead of two per actor update.
+        """
+        actor_groups: list[dict[str, Any]] = [{"params": list(self.actor.parameters()), "lr": self.policy_lr}]
+        if self.autotune:
+            actor_groups.append({"params": [self.log_alpha], "lr": self.q_lr})
+        return [torch.optim.Adam(self.critic.parameters(), lr=self.q_lr), torch.optim.Adam(actor_groups)]
+
+    # -- the losses (the plain-PyTorch reference in perf.py calls the same ones) ---------------------------
+    def critic_loss(self, batch: Transition) -> tuple[Tensor, Tensor]:
+        """Soft Bellman error of both critics, and the mean Q of the batch (for logging)."""
+        alpha = self.log_alpha.detach().exp()
+        with torch.no_grad():
+            next_action, next_log_prob = self.actor.sample(batch.next_obs)
+            target_q = torch.min(*self.critic_target(batch.next_obs, next_action)) - alpha * next_log_prob
+            target = batch.reward + (1.0 - batch.terminated) * self.gamma * target_q
+        q1, q2 = self.critic(batch.obs, batch.action)
+        return F.mse_loss(q1, target) + F.mse_loss(q2, target), q1.detach().mean()
+
+    def actor_loss(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """Actor loss (plus the temperature's, with ``autotune``) and the policy entropy estimate.
+
+        The actor's part is ``E[alpha log pi(a|s) - min Q(s, a)]`` with the critics frozen, the temperature's
+        ``-E[alpha (log pi(a|s) + target_entropy)]``.
+        """
+        action, log_prob = self.actor.sample(obs)
+        self.critic.requires_grad_(False)
+        q = torch.min(*self.critic(obs, action))
+        self.critic.requires_grad_(True)
+        alpha = self.log_alpha.exp()
+        loss = (alpha.detach() * log_prob - q).mean()
+        if self.autotune:
+            loss = loss - (alpha * (log_prob.detach() + self.target_entropy)).mean()
+        return loss, -log_prob.detach().mean()
+
+    def update_targets(self) -> None:
+        """Polyak averaging, one fused op over all target parameters."""
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.tau)
+
+    # -- one update ---------------------------------------------------------------------------------------
+    def training_step(self, batch: Transition, batch_idx: int) -> None:
+        """Critic step; every ``policy_frequency`` updates, that many actor (and temperature) steps."""
+        critic_opt, actor_opt = self.optimizers()
+        q_loss, q_mean = self.critic_loss(batch)
+        critic_opt.zero_grad()
+        self.manual_backward(q_loss)
+        critic_opt.step()
+        logs: dict[str, Any] = {}
+        update = self.updates - 1  # this update's index, from 0
+        if update % self.policy_frequency == 0:
+            for _ in range(self.policy_frequency):
+                pi_loss, entropy = self.actor_loss(batch.obs)
+                actor_opt.zero_grad()
+                self.manual_backward(pi_loss)
+                actor_opt.step()
+            logs = {"train/actor_loss": pi_loss, "train/entropy": entropy}
+        if update % self.target_network_frequency == 0:
+            self.update_targets()
+        if self.should_log():
+            logs.update({"train/critic_loss": q_loss, "train/q": q_mean, "train/alpha": self.log_alpha.detach().exp()})
+            self.write_logs({**logs, **self.throughput()})
