@@ -191,6 +191,11 @@ def test_bad_models_raise_at_setup_or_first_batch():
 
     with pytest.raises(ValueError, match="consumers="):
         trainer([ReGraMa()], max_steps=1).fit(Unmappable(mlp((6, 8, 3))), loader())
+    # A measuring callback scores such a layer; a requested reset of it raises the same error.
+    measuring = ReGraMa(reset_every_n_steps=None)
+    with pytest.raises(ValueError, match="consumers="):
+        trainer([ResetAtBatches(measuring, {1}), measuring], max_steps=2).fit(Unmappable(mlp((6, 8, 3))), loader())
+    assert measuring.scored == ["net.0"]
     # Naming the readers by hand makes the same model usable.
     callback = ReGraMa(consumers={"net.0": ["net.2"]}, reset_every_n_steps=1)
     trainer([callback], max_steps=1).fit(Unmappable(mlp((6, 8, 3))), loader())

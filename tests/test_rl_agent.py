@@ -289,3 +289,16 @@ def test_sac_and_its_callbacks_from_a_lightning_cli_command_line(monkeypatch):
     assert agent.critic.q1.net[1].normalized_shape == (24,) and isinstance(agent.critic.q1.net[2], torch.nn.Mish)
     assert agent.env_steps == 150 and agent.updates == 101
     assert cli.trainer.callbacks[0].resets == 2
+
+
+def test_same_seed_same_run_on_cpu():
+    def run():
+        pl.seed_everything(3, verbose=False)
+        agent = tiny_sac(total_steps=250, seed=3)
+        callbacks = method_callbacks("regrama", reset_every=50, grama_tau=0.1)
+        fit(agent, callbacks)
+        return agent.state_dict(), callbacks[0].resets, callbacks[0].last_metrics
+
+    (a, resets_a, logs_a), (b, resets_b, logs_b) = run(), run()
+    assert resets_a == resets_b == 3 and logs_a == logs_b
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -25,9 +25,10 @@ the data loop never look at where a task comes from:
   seed) and its action space with ``seed + i``; the batched action space is seeded with ``seed``. Same seed, same
   actions: same observations.
 * Video: with ``video_dir``, sub-env 0 records every ``video_every_n_episodes``-th episode to mp4 with
-  `gymnasium.wrappers.RecordVideo`. Rendering is headless: ``MUJOCO_GL`` defaults to ``egl``, set when this module
-  is imported, because MuJoCo and dm_control fix their OpenGL backend when they are first imported. Import this
-  module before anything else imports ``mujoco`` or ``dm_control``, or set ``MUJOCO_GL`` yourself.
+  `gymnasium.wrappers.RecordVideo`. Rendering is headless: ``MUJOCO_GL`` defaults to ``egl`` where libEGL is
+  found, set when this module is imported, because MuJoCo and dm_control fix their OpenGL backend when they are
+  first imported. Import this module before anything else imports ``mujoco`` or ``dm_control``, or set
+  ``MUJOCO_GL`` yourself.
 
 MuJoCo's own warnings (e.g. the deprecated ``settotalmass`` in gymnasium's assets) go to the ``"mujoco"`` logger,
 once per message, instead of a ``MUJOCO_LOG.TXT`` file in the working directory, unless a handler is already set.
@@ -42,6 +43,7 @@ Example:
 
 from __future__ import annotations
 
+import ctypes.util
 import difflib
 import logging
 import os
@@ -60,7 +62,10 @@ from gymnasium.wrappers.vector import RecordEpisodeStatistics
 # long as nobody imported mujoco/dm_control before this module (remembered for the error message).
 _GL_WAS_SET = "MUJOCO_GL" in os.environ
 _MUJOCO_IMPORTED_BEFORE = any(name in sys.modules for name in ("mujoco", "dm_control"))
-os.environ.setdefault("MUJOCO_GL", "egl")
+# Only where libEGL exists: with MUJOCO_GL=egl importing mujoco loads it, so a machine without it could not even
+# step a task; unset, environments work and only rendering (video) fails, with the message below.
+if not _GL_WAS_SET and ctypes.util.find_library("EGL"):
+    os.environ["MUJOCO_GL"] = "egl"
 
 DMC_PREFIX = "dmc:"
 _DMC_LIST_HINT = "list them with: python -c 'from dm_control import suite; print(suite.ALL_TASKS)'"

@@ -455,14 +455,8 @@ class NeuronReset(pl.Callback):
             if (self.include_output_layers or not layer.is_output)
             and not (self.residual == "exclude" and layer.writes_residual)
         ]
-        if self.reset_every_n_steps is not None:
-            unmapped = {n: sorted(new[n].unmapped_readers) for n in eligible if new[n].unmapped_readers}
-            if unmapped:
-                raise ValueError(
-                    f"Cannot tell which weights read layers {sorted(unmapped)} (reader, op: {unmapped}), so their "
-                    "outgoing weights cannot be zeroed. Give their readers with `consumers={layer: [reader]}` or "
-                    "leave them out with `exclude=[...]`."
-                )
+        if self.reset_every_n_steps is not None:  # fail at the first batch, not at the first reset
+            _check_resettable({n: new[n] for n in eligible})
         for layer in new.values():
             for consumer in layer.consumers:  # once, so that resets copy nothing to the device
                 device = consumer.module.weight.device
@@ -521,6 +515,8 @@ class NeuronReset(pl.Callback):
             if group not in self._states:
                 continue
             scores = self._metrics[group].scores(self._states[group])
+            # Requested resets (request_reset) can come without a period: check here too.
+            _check_resettable({n: self.layers[n] for n in self._names[group] if n in self.scored})
             for index, name in enumerate(self._names[group]):
                 layer = self.layers.get(name)
                 if name not in self.scored or (layer.writes_residual and self.residual == "measure"):
@@ -579,6 +575,16 @@ def _unwrap(optimizer: Any) -> Any:
 
 def _size(module: nn.Module) -> int:
     return module.out_features if isinstance(module, nn.Linear) else module.out_channels
+
+
+def _check_resettable(layers: Mapping[str, NeuronLayer]) -> None:
+    unmapped = {n: sorted(layer.unmapped_readers) for n, layer in layers.items() if layer.unmapped_readers}
+    if unmapped:
+        raise ValueError(
+            f"Cannot tell which weights read layers {sorted(unmapped)} (reader, op: {unmapped}), so their "
+            "outgoing weights cannot be zeroed. Give their readers with `consumers={layer: [reader]}` or "
+            "leave them out with `exclude=[...]`."
+        )
 
 
 def _check_number(name: str, value: Any, low: float, fix: str, high: float | None = None) -> None:

@@ -1,0 +1,140 @@
+"""Fig. 5 (right) of the paper from a results folder: test accuracy and GraMa ratio per epoch, one curve per method."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure  # drawn without pyplot: no GUI backend, nothing global touched
+
+from benchmarks.cifar100_continual.methods import METHODS
+
+# The paper's colours: vanilla grey, ReDo pink, ReGraMa orange; the fresh-network reference blue.
+COLORS = {"vanilla": "tab:gray", "redo": "tab:pink", "regrama": "tab:orange", "fresh": "tab:blue"}
+LABELS = {
+    "test_acc": "test accuracy (seen classes)",
+    "grama_ratio": "GraMa ratio",
+    "dormant_ratio": "dormant (ReDo) ratio",
+    "train_acc": "training accuracy",
+    "train_loss": "training loss",
+    "val_acc": "validation accuracy",
+    "reset_neurons": "neurons reset",
+}
+
+
+def read_metrics(path: Path) -> dict[str, np.ndarray]:
+    """The columns of one ``metrics.csv`` as float arrays (empty cells are NaN)."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    return {key: np.array([float(r[key]) if r[key] else math.nan for r in rows]) for key in rows[0]}
+
+
+def load_results(root: str | Path) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Every run under ``root`` (``<root>/<method>/seed<k>/metrics.csv``), by method, in seed order."""
+    runs: dict[str, list[dict[str, np.ndarray]]] = {}
+    for path in sorted(Path(root).glob("*/seed*/metrics.csv"), key=lambda p: (p.parent.parent.name, _seed(p))):
+        metrics = read_metrics(path)
+        if metrics:
+            runs.setdefault(path.parent.parent.name, []).append(metrics)
+    return runs
+
+
+def _seed(path: Path) -> int:
+    digits = path.parent.name.removeprefix("seed")
+    return int(digits) if digits.isdigit() else 0
+
+
+def plot_results(
+    root: str | Path,
+    out: str | Path | None = None,
+    metrics: Sequence[str] = ("test_acc", "grama_ratio"),
+    spread: str = "std",
+    smooth: int = 1,
+) -> Path:
+    """Draw one panel per metric against epoch: per method the mean over seeds and a shaded spread.
+
+    Runs of one method that stopped at different epochs are cut to the shortest.
+
+    Args:
+        root: A results folder written by ``python -m benchmarks.cifar100_continual run``.
+        out: PNG to write; default ``<root>/fig5_right.png``.
+        metrics: Columns of ``metrics.csv`` to draw, one panel each.
+        spread: ``"std"`` (mean ± one standard deviation over seeds), ``"sem"`` (± standard error) or
+            ``"minmax"`` (the range over seeds).
+        smooth: Moving average over this many epochs (1: none).
+
+    Returns:
+        The PNG's path.
+
+    Raises:
+        FileNotFoundError: When ``root`` holds no run.
+        ValueError: On an unknown metric or spread.
+    """
+    runs = load_results(root)
+    if not runs:
+        raise FileNotFoundError(f"No <method>/seed<k>/metrics.csv under {root}: run the benchmark first.")
+    if spread not in ("std", "sem", "minmax"):
+        raise ValueError(f"`spread` must be 'std', 'sem' or 'minmax', got {spread!r}.")
+    if smooth < 1:
+        raise ValueError(f"`smooth` must be >= 1, got {smooth}.")
+    known = set.intersection(*(set(r) for method in runs.values() for r in method))
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise ValueError(f"Unknown metrics {unknown}; the results have {sorted(known)}.")
+    out = Path(out) if out is not None else Path(root) / "fig5_right.png"
+    order = [m for m in METHODS if m in runs] + sorted(m for m in runs if m not in METHODS)
+    fig = Figure(figsize=(5.5 * len(metrics), 4))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for method in order:
+            length = min(len(r[metric]) for r in runs[method])
+            values = np.stack([_smooth(r[metric][:length], smooth) for r in runs[method]])
+            epochs = runs[method][0]["epoch"][:length]
+            mean = np.nanmean(values, axis=0)
+            if spread == "minmax":
+                low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+            else:
+                dev = np.nanstd(values, axis=0)
+                if spread == "sem":
+                    dev = dev / math.sqrt(len(values))
+                low, high = mean - dev, mean + dev
+            color = COLORS.get(method)
+            ax.plot(epochs, mean, color=color, label=f"{method} ({len(values)} seeds)", linewidth=1.2)
+            if len(values) > 1:
+                ax.fill_between(epochs, low, high, color=color, alpha=0.25, linewidth=0)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(LABELS.get(metric, metric))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    fig.suptitle(_title(Path(root)), fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    return out
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    if window == 1:
+        return values
+    kernel = np.ones(window) / window
+    padded = np.concatenate([np.full(window - 1, values[0]), values])
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def _title(root: Path) -> str:
+    """The schedule and model from the first summary.json found, if any."""
+    for path in sorted(root.glob("*/seed*/summary.json")):
+        config = json.loads(path.read_text())["config"]
+        net = "MLP " + "x".join(map(str, config["widths"])) if config["model"] == "mlp" else "ResNet-18"
+        return (
+            f"Class-incremental CIFAR-100, {net}: {config['initial_classes']} classes, "
+            f"+{config['classes_per_increment']} every {config['epochs_per_increment']} epochs "
+            f"(up to {config['max_classes']})"
+        )
+    return "Class-incremental CIFAR-100"
