@@ -118,7 +118,7 @@ class OffPolicyAgent(pl.LightningModule):
 
     # -- the data loop ------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        """The environment loop as a DataLoader (created once per fit, on the module's device)."""
+        """The environment loop as a DataLoader (environment and buffer: made at the first fit, kept for later ones)."""
         if self.collector is None:
             rank_seed = self.seed + 1000 * self.global_rank
             buffer = ReplayBuffer(self.buffer_size, self.obs_dim, self.act_dim, device=self.device)
