@@ -343,3 +343,30 @@ def test_logs_against_a_module_attribute_when_asked(tmp_path):
         trainer([ReGraMa(step_attribute="env_steps")], max_steps=1).fit(Classifier(mlp()), loader())
     with pytest.raises(ValueError, match="`step_attribute` must be"):
         ReGraMa(step_attribute="env steps")
+
+
+@pytest.mark.parametrize("zero_outgoing", [True, False])
+def test_outgoing_weights_are_zeroed_or_kept_as_asked(zero_outgoing):
+    torch.manual_seed(0)
+    net = mlp((6, 8, 8, 3))
+    plant_dead_neuron(net[0], 2)
+    column = net[2].weight[:, 2].detach().clone()  # a dead ReLU neuron's column gets no gradient until its reset
+
+    class Column(Callback):
+        def __init__(self):
+            self.at_end = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.at_end.append(net[2].weight[:, 2].detach().clone())
+
+    spy = Column()
+    callback = ReGraMa(reset_every_n_steps=3, zero_outgoing=zero_outgoing, include=["net.0"])  # net.2's rows stay
+    trainer([callback, spy], max_steps=3).fit(Classifier(net, optimizer="sgd"), loader())
+    assert torch.equal(spy.at_end[1], column)
+    if zero_outgoing:
+        assert spy.at_end[2].abs().sum() == 0
+    else:
+        assert torch.equal(spy.at_end[2], column)
+    assert net[0].weight[2].abs().sum() > 0  # the incoming weights were re-drawn either way
+    with pytest.raises(ValueError, match="`zero_outgoing` must be True or False"):
+        ReDo(zero_outgoing="no")

@@ -302,3 +302,13 @@ def test_same_seed_same_run_on_cpu():
     (a, resets_a, logs_a), (b, resets_b, logs_b) = run(), run()
     assert resets_a == resets_b == 3 and logs_a == logs_b
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_runner_can_keep_outgoing_weights_in_a_run_of_its_own(tmp_path):
+    args = ["--env", "Pendulum-v1", "--methods", "regrama", "--steps", "200", "--learning-starts", "50"]
+    args += ["--batch-size", "16", "--width", "16", "--eval-every", "200", "--eval-episodes", "1", "--log-every", "50"]
+    args += ["--reset-every", "50", "--keep-outgoing", "--out", str(tmp_path), "--no-progress", "--accelerator", "cpu"]
+    (summary,) = cli.main(args)
+    saved = json.loads((tmp_path / "Pendulum-v1" / "regrama-keep" / "seed0" / "summary.json").read_text())
+    assert saved == json.loads(json.dumps(summary)) and saved["config"]["zero_outgoing"] is False
+    assert saved["reset_events"] == 3  # after critic updates 50, 100 and 150 (151 updates)

@@ -47,6 +47,7 @@ def parse(argv: list[str] | None = None) -> tuple[RunConfig, list[str], list[int
     add("--grama-tau", type=float, default=d.grama_tau)
     add("--redo-tau", type=float, default=d.redo_tau)
     add("--max-reset-fraction", type=float, default=d.max_reset_fraction)
+    add("--keep-outgoing", action="store_true", help="keep reset neurons' outgoing weights (the authors' SAC code)")
     add("--eval-every", type=int, default=d.eval_every, help="evaluation period in environment steps")
     add("--eval-episodes", type=int, default=d.eval_episodes)
     add("--log-every", type=int, default=d.log_every, help="log losses and ratios every N updates")
@@ -73,6 +74,7 @@ def parse(argv: list[str] | None = None) -> tuple[RunConfig, list[str], list[int
         grama_tau=args.grama_tau,
         redo_tau=args.redo_tau,
         max_reset_fraction=args.max_reset_fraction,
+        zero_outgoing=not args.keep_outgoing,
         eval_every=args.eval_every,
         eval_episodes=args.eval_episodes,
         log_every=args.log_every,

@@ -19,6 +19,7 @@ def method_callbacks(
     redo_tau: float = 0.02,
     max_reset_fraction: float | None = None,
     seed: int | None = None,
+    zero_outgoing: bool = True,
 ) -> list[NeuronReset]:
     """Callbacks for one method; all log against the agent's ``env_steps``.
 
@@ -32,6 +33,7 @@ def method_callbacks(
         redo_tau: ReDo threshold (paper: 0.02).
         max_reset_fraction: Cap on the fraction of a layer reset at once (paper, SAC on Humanoid: 0.05).
         seed: Seed of the re-draws.
+        zero_outgoing: Zero reset neurons' outgoing weights (the paper); ``False`` keeps them (authors' code).
 
     Returns:
         ``[ReGraMa, ReDo]``, the one named by ``method`` resetting and the other measuring.
@@ -44,7 +46,13 @@ def method_callbacks(
     if not networks:
         raise ValueError("`networks` must name at least one network, e.g. ['critic'].")
     include = [f"{name}.*" for name in networks]
-    shared = {"include": include, "step_attribute": "env_steps", "seed": seed, "max_reset_fraction": max_reset_fraction}
+    shared = {
+        "include": include,
+        "step_attribute": "env_steps",
+        "seed": seed,
+        "max_reset_fraction": max_reset_fraction,
+        "zero_outgoing": zero_outgoing,
+    }
     return [
         ReGraMa(tau=grama_tau, reset_every_n_steps=reset_every if method == "regrama" else None, **shared),
         ReDo(tau=redo_tau, reset_every_n_steps=reset_every if method == "redo" else None, **shared),

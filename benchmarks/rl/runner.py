@@ -37,6 +37,7 @@ class RunConfig:
     grama_tau: float = 0.01
     redo_tau: float = 0.02
     max_reset_fraction: float | None = None
+    zero_outgoing: bool = True
     eval_every: int = 10_000
     eval_episodes: int = 10
     log_every: int = 1000
@@ -49,8 +50,9 @@ class RunConfig:
 
 
 def run_dir(config: RunConfig, method: str, seed: int) -> Path:
-    """``<out>/<env>/<method>/seed<k>`` (``:`` of dm_control ids becomes ``_``)."""
-    return config.out / config.env.replace(":", "_") / method / f"seed{seed}"
+    """``<out>/<env>/<label>/seed<k>``: label = method, ``<method>-keep`` when outgoing weights are kept."""
+    label = f"{method}-keep" if method != "vanilla" and not config.zero_outgoing else method
+    return config.out / config.env.replace(":", "_") / label / f"seed{seed}"  # ":" of dmc ids: "_"
 
 
 def run(config: RunConfig, method: str, seed: int) -> dict[str, Any]:
@@ -93,6 +95,7 @@ def run(config: RunConfig, method: str, seed: int) -> dict[str, Any]:
             config.redo_tau,
             config.max_reset_fraction,
             seed,
+            config.zero_outgoing,
         )
     )
     evaluation = Evaluation(

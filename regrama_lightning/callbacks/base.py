@@ -51,6 +51,9 @@ class NeuronReset(pl.Callback):
             not score them.
         max_reset_fraction: Reset at most this fraction of a layer's neurons (the lowest-scoring ones).
         reset_optimizer_state: Zero the optimizer state of the touched entries.
+        zero_outgoing: Zero the reset neurons' outgoing weights (the paper, ReDo). ``False`` keeps them, as the
+            authors' released SAC code does: a re-drawn neuron then feeds its readers at once, and its gradient
+            score is not zero right after the reset.
         init_fn: Re-initialises a copy of a layer in place; defaults to the layer's ``reset_parameters``.
         log_every_n_steps: Measure and log every N optimizer steps; ``None`` follows the Trainer's
             ``log_every_n_steps``. Reset steps are always measured.
@@ -79,6 +82,7 @@ class NeuronReset(pl.Callback):
         residual: ResidualPolicy = "measure",
         max_reset_fraction: float | None = None,
         reset_optimizer_state: bool = True,
+        zero_outgoing: bool = True,
         init_fn: InitFn | None = None,
         log_every_n_steps: int | None = None,
         log_per_layer: bool = True,
@@ -102,6 +106,9 @@ class NeuronReset(pl.Callback):
             raise ValueError(f"`eps` must be > 0, got {eps}.")
         if step_attribute is not None and (not isinstance(step_attribute, str) or not step_attribute.isidentifier()):
             raise ValueError(f"`step_attribute` must be an attribute name such as 'env_steps', got {step_attribute!r}.")
+        for arg, flag in (("reset_optimizer_state", reset_optimizer_state), ("zero_outgoing", zero_outgoing)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"`{arg}` must be True or False, got {flag!r}.")
         if init_fn is not None and not callable(init_fn):
             raise ValueError("`init_fn` must be a callable that re-initialises a module in place, or None.")
         self.tau = float(tau)
@@ -113,6 +120,7 @@ class NeuronReset(pl.Callback):
         self.residual = residual
         self.max_reset_fraction = max_reset_fraction
         self.reset_optimizer_state = reset_optimizer_state
+        self.zero_outgoing = zero_outgoing
         self.init_fn = init_fn
         self.log_every_n_steps = log_every_n_steps
         self.log_per_layer = log_per_layer
@@ -455,7 +463,7 @@ class NeuronReset(pl.Callback):
             if (self.include_output_layers or not layer.is_output)
             and not (self.residual == "exclude" and layer.writes_residual)
         ]
-        if self.reset_every_n_steps is not None:  # fail at the first batch, not at the first reset
+        if self.reset_every_n_steps is not None and self.zero_outgoing:  # fail at the first batch, not the first reset
             _check_resettable({n: new[n] for n in eligible})
         for layer in new.values():
             for consumer in layer.consumers:  # once, so that resets copy nothing to the device
@@ -515,15 +523,18 @@ class NeuronReset(pl.Callback):
             if group not in self._states:
                 continue
             scores = self._metrics[group].scores(self._states[group])
-            # Requested resets (request_reset) can come without a period: check here too.
-            _check_resettable({n: self.layers[n] for n in self._names[group] if n in self.scored})
+            if self.zero_outgoing:  # requested resets (request_reset) can come without a period: check here too
+                _check_resettable({n: self.layers[n] for n in self._names[group] if n in self.scored})
             for index, name in enumerate(self._names[group]):
                 layer = self.layers.get(name)
                 if name not in self.scored or (layer.writes_residual and self.residual == "measure"):
                     continue
                 mask = select_neurons(scores[name], self.tau, self.max_reset_fraction)
                 seed = (self._seed * 1_000_003 + self._steps[group] * 1009 + index) % (2**63)
-                total = total + reset_neurons(layer, mask, seed=seed, optimizers=optimizers, init_fn=self.init_fn)
+                keep = None if self.zero_outgoing else []  # [] = no reader's columns are touched
+                total = total + reset_neurons(
+                    layer, mask, seed=seed, optimizers=optimizers, init_fn=self.init_fn, consumers=keep
+                )
         return total
 
     @property

@@ -30,6 +30,7 @@ class ReGraMa(NeuronReset):
         residual: Policy for neurons that write into a residual stream.
         max_reset_fraction: Cap on the fraction of a layer reset at once.
         reset_optimizer_state: Zero optimizer state of touched entries.
+        zero_outgoing: Zero the reset neurons' outgoing weights (``False``: keep them, as the authors' code).
         init_fn: Custom re-initialisation of a layer copy.
         log_every_n_steps: Measurement period for logging.
         log_per_layer: Log one ratio per layer.
@@ -60,6 +61,7 @@ class ReGraMa(NeuronReset):
         residual: ResidualPolicy = "measure",
         max_reset_fraction: float | None = None,
         reset_optimizer_state: bool = True,
+        zero_outgoing: bool = True,
         init_fn: InitFn | None = None,
         log_every_n_steps: int | None = None,
         log_per_layer: bool = True,
@@ -83,6 +85,7 @@ class ReGraMa(NeuronReset):
             residual=residual,
             max_reset_fraction=max_reset_fraction,
             reset_optimizer_state=reset_optimizer_state,
+            zero_outgoing=zero_outgoing,
             init_fn=init_fn,
             log_every_n_steps=log_every_n_steps,
             log_per_layer=log_per_layer,
