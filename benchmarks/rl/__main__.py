@@ -3,7 +3,7 @@
 Examples:
     python -m benchmarks.rl --agent sac --env HalfCheetah-v5 --method regrama --steps 1000000 --seed 0
     python -m benchmarks.rl --env dmc:dog-walk --methods vanilla regrama redo --seeds 0 1 2 --accelerator gpu
-    python -m benchmarks.rl.plot benchmarks/results/rl/HalfCheetah-v5
+    python -m benchmarks.rl.plot runs/rl/HalfCheetah-v5
 
 Each run writes ``<out>/<env>/<method>/seed<k>/``: ``metrics.csv`` (every logged value against environment
 steps), ``tensorboard/`` event files, ``last.ckpt`` and ``summary.json``.

@@ -1,7 +1,7 @@
 """Plot return and inactive-neuron ratios against environment steps: one curve per method, mean and spread over seeds.
 
 Run:
-    python -m benchmarks.rl.plot benchmarks/results/rl/HalfCheetah-v5 --out halfcheetah.png
+    python -m benchmarks.rl.plot runs/rl/HalfCheetah-v5 --out halfcheetah.png
 
 The folder holds ``<method>/seed<k>/metrics.csv`` as written by ``python -m benchmarks.rl``.
 """

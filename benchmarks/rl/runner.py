@@ -46,7 +46,7 @@ class RunConfig:
     accelerator: str = "auto"
     devices: int = 1
     progress: bool = True
-    out: Path = Path("benchmarks/results/rl")
+    out: Path = Path("runs/rl")
 
 
 def run_dir(config: RunConfig, method: str, seed: int) -> Path:
