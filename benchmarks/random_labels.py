@@ -37,8 +37,8 @@ from lightning.pytorch.loggers import Logger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.common import prepare
-from regrama_lightning import NeuronReset, ReDo, ReGraMa
+from benchmarks.common import method_monitors, prepare
+from regrama_lightning import NeuronReset
 
 METHODS = ("vanilla", "regrama", "redo")
 
@@ -221,17 +221,8 @@ def run_method(method: str, args: argparse.Namespace) -> list[PhaseRow]:
     steps_per_phase = steps_per_epoch * args.epochs_per_phase
     reset_every = args.reset_every or steps_per_phase
     # Measure on the last step of every epoch, so the value recorded at a phase end is that phase's last step.
-    grama = ReGraMa(
-        tau=args.grama_tau,
-        reset_every_n_steps=reset_every if method == "regrama" else None,
-        log_every_n_steps=steps_per_epoch,
-        seed=args.seed,
-    )
-    dormant = ReDo(
-        tau=args.redo_tau,
-        reset_every_n_steps=reset_every if method == "redo" else None,
-        log_every_n_steps=steps_per_epoch,
-        seed=args.seed,
+    grama, dormant = method_monitors(
+        method, reset_every, args.grama_tau, args.redo_tau, log_every_n_steps=steps_per_epoch, seed=args.seed
     )
     memory = MemoryLogger()
     phases = Phases(data, args.epochs_per_phase, method, grama, dormant, memory)

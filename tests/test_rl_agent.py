@@ -312,3 +312,18 @@ def test_runner_can_keep_outgoing_weights_in_a_run_of_its_own(tmp_path):
     saved = json.loads((tmp_path / "Pendulum-v1" / "regrama-keep" / "seed0" / "summary.json").read_text())
     assert saved == json.loads(json.dumps(summary)) and saved["config"]["zero_outgoing"] is False
     assert saved["reset_events"] == 3  # after critic updates 50, 100 and 150 (151 updates)
+
+
+def test_target_critics_follow_by_polyak_averaging():
+    torch.manual_seed(0)
+    agent = tiny_sac(tau=0.25)
+    with torch.no_grad():
+        for p in agent.critic.parameters():
+            p.add_(1.0)  # critics and targets now differ
+    before = [t.clone() for t in agent.critic_target.parameters()]
+    for _ in range(2):
+        agent.update_targets()
+    for old, target, online in zip(before, agent.critic_target.parameters(), agent.critic.parameters(), strict=True):
+        once = 0.75 * old + 0.25 * online
+        torch.testing.assert_close(target, 0.75 * once + 0.25 * online)
+    assert all(not p.requires_grad for p in agent.critic_target.parameters())

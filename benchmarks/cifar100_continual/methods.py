@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import lightning.pytorch as pl
 
 from benchmarks.cifar100_continual.schedule import ClassSchedule
+from benchmarks.common import method_monitors
 from regrama_lightning import NeuronReset, ReDo, ReGraMa
 
 METHODS = ("vanilla", "redo", "regrama", "fresh")
@@ -146,18 +147,7 @@ def make_method(
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}; choose one of {list(METHODS)}.")
     period = reset_every_n_steps
-    grama = ReGraMa(
-        tau=grama_tau,
-        reset_every_n_steps=period if name == "regrama" else None,
-        log_every_n_steps=log_every_n_steps,
-        seed=seed,
-    )
-    dormant = ReDo(
-        tau=redo_tau,
-        reset_every_n_steps=period if name == "redo" else None,
-        log_every_n_steps=log_every_n_steps,
-        seed=seed,
-    )
+    grama, dormant = method_monitors(name, period, grama_tau, redo_tau, log_every_n_steps=log_every_n_steps, seed=seed)
     callbacks: list[pl.Callback] = [grama, dormant]
     if name in ("regrama", "redo") and period is None:
         callbacks.insert(0, ResetAtClassAdditions(schedule, [grama if name == "regrama" else dormant]))

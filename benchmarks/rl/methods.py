@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from regrama_lightning import NeuronReset, ReDo, ReGraMa
+from benchmarks.common import method_monitors
+from regrama_lightning import NeuronReset
 
 Method = Literal["vanilla", "regrama", "redo"]
 METHODS: tuple[str, ...] = ("vanilla", "regrama", "redo")
@@ -46,14 +47,16 @@ def method_callbacks(
     if not networks:
         raise ValueError("`networks` must name at least one network, e.g. ['critic'].")
     include = [f"{name}.*" for name in networks]
-    shared = {
-        "include": include,
-        "step_attribute": "env_steps",
-        "seed": seed,
-        "max_reset_fraction": max_reset_fraction,
-        "zero_outgoing": zero_outgoing,
-    }
-    return [
-        ReGraMa(tau=grama_tau, reset_every_n_steps=reset_every if method == "regrama" else None, **shared),
-        ReDo(tau=redo_tau, reset_every_n_steps=reset_every if method == "redo" else None, **shared),
-    ]
+    return list(
+        method_monitors(
+            method,
+            reset_every,
+            grama_tau,
+            redo_tau,
+            include=include,
+            step_attribute="env_steps",
+            seed=seed,
+            max_reset_fraction=max_reset_fraction,
+            zero_outgoing=zero_outgoing,
+        )
+    )

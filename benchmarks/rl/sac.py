@@ -124,6 +124,7 @@ class SAC(OffPolicyAgent):
         self.policy_lr, self.q_lr = policy_lr, q_lr
         self.policy_frequency, self.target_network_frequency = policy_frequency, target_network_frequency
         self.autotune = autotune
+        self._polyak: tuple[list[Tensor], list[Tensor]] | None = None
 
     def act(self, obs: Tensor) -> Tensor:
         """A sampled (exploring) action."""
@@ -174,8 +175,10 @@ class SAC(OffPolicyAgent):
 
     def update_targets(self) -> None:
         """Polyak averaging, one fused op over all target parameters."""
+        if self._polyak is None:  # parameters are updated in place (resets too), never replaced: list them once
+            self._polyak = (list(self.critic_target.parameters()), list(self.critic.parameters()))
         with torch.no_grad():
-            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.tau)
+            torch._foreach_lerp_(*self._polyak, self.tau)
 
     # -- one update ---------------------------------------------------------------------------------------
     def training_step(self, batch: Transition, batch_idx: int) -> None:
