@@ -183,6 +183,8 @@ class Gate(pl.Callback):
             setattr(self, name, getattr(inner, name))
         for name in HOOKS[1:-1]:
             setattr(self, name, self._gated(getattr(inner, name)))
+        # The callbacks count steps in an optimizer step hook (registered at on_fit_start): gate it as well.
+        inner._after_step = self._gated(inner._after_step)
 
     def _gated(self, hook: Callable[..., Any]) -> Callable[..., Any]:
         def gated(*args: Any, **kwargs: Any) -> Any:

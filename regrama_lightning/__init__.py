@@ -4,6 +4,8 @@ from regrama_lightning.buffer import MeasurementBuffer
 from regrama_lightning.callbacks import NeuronReset, ReDo, ReGraMa
 from regrama_lightning.gather import MagnitudeGatherer
 from regrama_lightning.metrics import ActivitySummary, DormantRatio, GraMaRatio, NeuronActivityRatio
+from regrama_lightning.ops import OpCall, TracingError, register_op, unregister_op
+from regrama_lightning.probe import ActivationProbe
 from regrama_lightning.reset import clear_optimizer_state, orthogonal_init, reset_neurons, select_neurons
 from regrama_lightning.scores import (
     activation_magnitude_sum,
@@ -14,9 +16,11 @@ from regrama_lightning.scores import (
     weight_grad_magnitude,
     weight_grad_magnitude_sum,
 )
-from regrama_lightning.topology import Consumer, NeuronLayer, TopologyTracer, trace_topology
+from regrama_lightning.topology import ActivationSite, Consumer, NeuronLayer, TopologyTracer, trace_topology
 
 __all__ = [
+    "ActivationProbe",
+    "ActivationSite",
     "ActivitySummary",
     "Consumer",
     "DormantRatio",
@@ -26,9 +30,11 @@ __all__ = [
     "NeuronActivityRatio",
     "NeuronLayer",
     "NeuronReset",
+    "OpCall",
     "ReDo",
     "ReGraMa",
     "TopologyTracer",
+    "TracingError",
     "activation_magnitude_sum",
     "clear_optimizer_state",
     "grama_scores",
@@ -36,9 +42,11 @@ __all__ = [
     "normalize",
     "orthogonal_init",
     "output_grad_magnitude_sum",
+    "register_op",
     "reset_neurons",
     "select_neurons",
     "trace_topology",
+    "unregister_op",
     "weight_grad_magnitude",
     "weight_grad_magnitude_sum",
 ]

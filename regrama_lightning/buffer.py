@@ -60,7 +60,22 @@ class MeasurementBuffer:
         Raises:
             RuntimeError: If the buffer is full.
         """
+        self.write(sums, counts)
+        self.commit(step)
+
+    def write(self, sums: Mapping[str, Tensor], counts: Mapping[str, int]) -> None:
+        """Pack a measurement into the next row without keeping it yet: a later write replaces it.
+
+        An optimizer that evaluates its closure several times per step (LBFGS) is measured at each evaluation;
+        the step keeps the last one (:meth:`commit`), and a step that never happens (a skipped AMP step) none.
+
+        Raises:
+            RuntimeError: If the buffer is full.
+        """
         self.metric.pack(sums, counts, out=self._next_row())
+
+    def commit(self, step: int = -1) -> None:
+        """Keep the row written last as a measurement with logging step ``step`` (``-1``: see :meth:`stamp`)."""
         self.steps.append(step)
 
     def _next_row(self) -> Tensor:
@@ -75,8 +90,10 @@ class MeasurementBuffer:
         self._fan_in = {n: m.weight[0].numel() for n, m in layers.items()}
         self._all_counts = self.metric.count_part(self._fan_in)
 
-    def record_weight_grads(self, step: int = -1) -> None:
-        """Record ``|W.grad|`` row sums of the watched layers (a layer without a gradient counts as unmeasured).
+    def write_weight_grads(self) -> None:
+        """Write ``|W.grad|`` row sums of the watched layers into the next row (see :meth:`write`).
+
+        A layer without a gradient counts as unmeasured.
 
         Raises:
             RuntimeError: If the buffer is full.
@@ -91,7 +108,15 @@ class MeasurementBuffer:
         for i, total in zip(present, weight_grad_magnitude_sums([grads[i] for i in present]), strict=True):
             parts[self._positions[i]] = total
         torch.cat([*parts, counts], out=self._next_row())
-        self.steps.append(step)
+
+    def record_weight_grads(self, step: int = -1) -> None:
+        """Record ``|W.grad|`` row sums of the watched layers as a measurement (write and commit).
+
+        Raises:
+            RuntimeError: If the buffer is full.
+        """
+        self.write_weight_grads()
+        self.commit(step)
 
     def stamp(self, step: int) -> None:
         """Give the rows recorded without a step (in this batch) their logging step."""

@@ -2,21 +2,22 @@
 
 A module's score must come only from the losses its own optimizer steps on. Gradients accumulate in ``.grad``
 from every backward since that optimizer's last ``zero_grad``; the gatherers mirror that window exactly: a
-window starts when a backward begins while the layer's ``weight.grad`` is ``None`` (``zero_grad`` ran) and ends
-when its optimizer steps. A SAC actor loss that backpropagates through the critic after the critic's step
-therefore lands in a window that the critic's next ``zero_grad`` throws away, as it does the gradients.
+window starts when a backward begins while the layer's ``weight.grad`` was cleared since the last backward
+(``zero_grad`` set it to ``None``, or zeroed it in place: the tensor's version counter moved) and ends when its
+optimizer steps. A SAC actor loss that backpropagates through the critic after the critic's step therefore
+lands in a window that the critic's next ``zero_grad`` throws away, as it does the gradients.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from functools import partial
 from typing import Literal
 
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from regrama_lightning.scores import activation_magnitude_sum, output_grad_magnitude_sum, weight_grad_magnitude_sums
+from regrama_lightning.scores import output_grad_magnitude_sum, weight_grad_magnitude_sums
 
 Signal = Literal["weight", "output", "activation"]
 
@@ -27,9 +28,11 @@ class MagnitudeGatherer:
     Args:
         layers: The layers, by name.
         signal: ``"weight"`` reads ``|W.grad|`` at collection time (nothing to hook); ``"output"`` hooks the
-            gradient of each layer output (GraMa Eq. 2); ``"activation"`` records ``|activation(output)|`` for
+            gradient of each layer output (GraMa Eq. 2); ``"activation"`` records the activation magnitudes
+            given to :meth:`observe_activation` (by an :class:`~regrama_lightning.probe.ActivationProbe`) for
             outputs that a backward pass then reaches (ReDo Eq. 1).
-        activations: For ``"activation"``: maps each layer's raw output to its post-activation value.
+        outputs: Per layer, the module whose forward returns the layer's output and the index into its return
+            value (see :func:`~regrama_lightning.topology.output_hooks`); default: the layer itself.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
@@ -37,6 +40,7 @@ class MagnitudeGatherer:
         >>> gatherer.attach(["0"])
         >>> gatherer.start_window(["0"])
         >>> net(torch.randn(16, 4)).sum().backward()
+        >>> gatherer.end_backward(["0"])
         >>> sums, counts = gatherer.collect(["0"])
         >>> gatherer.detach()
         >>> sums["0"].shape, counts["0"]
@@ -47,28 +51,30 @@ class MagnitudeGatherer:
         self,
         layers: Mapping[str, nn.Module],
         signal: Signal,
-        activations: Mapping[str, Callable[[Tensor], Tensor]] | None = None,
+        outputs: Mapping[str, tuple[nn.Module, int | None]] | None = None,
     ) -> None:
         if signal not in ("weight", "output", "activation"):
             raise ValueError(f"`signal` must be 'weight', 'output' or 'activation', got {signal!r}.")
         self.layers = dict(layers)
         self.signal = signal
-        self.activations = dict(activations or {})
+        self.outputs = {n: (outputs or {}).get(n, (m, None)) for n, m in self.layers.items()}
         self._sums: dict[str, Tensor] = {}
         self._counts: dict[str, int] = {}
         self._handles: dict[str, RemovableHandle] = {}
+        self._grads: dict[str, tuple[int, int]] = {}  # per layer: (id, version) of weight.grad after a backward
         # Looked up once: module attribute access and shape arithmetic cost more than the read itself.
         self._weights = {n: m.weight for n, m in self.layers.items()}
         self._fan_in = {n: m.weight[0].numel() for n, m in self.layers.items()}
 
     # -- hooks ----------------------------------------------------------------------------------------
     def attach(self, names: Iterable[str]) -> None:
-        """Hook the forward of these layers (no-op for ``"weight"``, and for layers already hooked)."""
-        if self.signal == "weight":
+        """Hook the outputs of these layers for the ``"output"`` signal (no-op otherwise, and if hooked)."""
+        if self.signal != "output":
             return
         for name in names:
             if name not in self._handles:
-                self._handles[name] = self.layers[name].register_forward_hook(partial(self._forward_hook, name))
+                module, index = self.outputs[name]
+                self._handles[name] = module.register_forward_hook(partial(self._forward_hook, name, index))
 
     def detach(self, names: Iterable[str] | None = None) -> None:
         """Remove the forward hooks of these layers (all by default)."""
@@ -77,21 +83,18 @@ class MagnitudeGatherer:
             if handle is not None:
                 handle.remove()
 
-    def _forward_hook(self, name: str, module: nn.Module, args: tuple, output: Tensor) -> None:
-        self.observe_output(name, output)
-        if self.signal == "activation":
-            self.observe_activation(name, output, self.activations[name](output.detach()))
+    def _forward_hook(self, name: str, index: int | None, module: nn.Module, args: tuple, output: Tensor) -> None:
+        self.observe_output(name, output if index is None else output[index])
 
     def observe_output(self, name: str, output: Tensor) -> None:
         """Record a layer output seen in the forward pass (hooked or traced)."""
         if self.signal == "output" and output.requires_grad:
             output.register_hook(partial(self._grad_hook, name, _channel_dim(self.layers[name], output)))
 
-    def observe_activation(self, name: str, output: Tensor, activation: Tensor) -> None:
-        """Record a post-activation value; it counts once a backward pass reaches ``output``."""
-        if self.signal != "activation" or not output.requires_grad:
+    def observe_activation(self, name: str, output: Tensor, total: Tensor, count: int) -> None:
+        """Record per-neuron activation magnitude sums of one call; they count once a backward reaches ``output``."""
+        if self.signal != "activation" or not output.requires_grad or name not in self.layers:
             return
-        total, count = activation_magnitude_sum(activation, _channel_dim(self.layers[name], output))
         output.register_hook(partial(self._add_on_backward, name, total, count))
 
     def _grad_hook(self, name: str, channel_dim: int, grad: Tensor) -> None:
@@ -111,11 +114,23 @@ class MagnitudeGatherer:
 
     # -- windows --------------------------------------------------------------------------------------
     def start_window(self, names: Iterable[str]) -> None:
-        """Call before each backward: layers whose gradients were just zeroed drop what they had gathered."""
+        """Call before each backward: layers whose gradients were cleared since the last backward start afresh.
+
+        Cleared means ``zero_grad`` set ``weight.grad`` to ``None`` or to another tensor, or zeroed it in place
+        (``set_to_none=False``), which moves the tensor's version counter; reading it costs no host sync.
+        """
         for name in names:
-            if self.layers[name].weight.grad is None:
+            grad = self._weights[name].grad
+            if grad is None or self._grads.get(name) != (id(grad), grad._version):
                 self._sums.pop(name, None)
                 self._counts.pop(name, None)
+
+    def end_backward(self, names: Iterable[str]) -> None:
+        """Call after each backward: remember the gradients it left, to see a ``zero_grad`` before the next one."""
+        for name in names:
+            grad = self._weights[name].grad
+            if grad is not None:
+                self._grads[name] = (id(grad), grad._version)
 
     def collect(self, names: Iterable[str]) -> tuple[dict[str, Tensor], dict[str, int]]:
         """The window's magnitude sums and counts for these layers, ending their window.

@@ -199,9 +199,11 @@ def test_critic_scores_come_from_the_critic_loss_only(signal):
     critic_layers = [n for n in callback.scored if n.startswith("critic.")]
     actor_layers = [n for n in callback.scored if n.startswith("actor.")]
     assert critic_layers == ["critic.0", "critic.2"]  # the Q head reads no layer: not scored
-    # The actor head feeds the critic's action input, but those columns belong to the critic's optimizer:
-    # the head is the actor's output layer and is not scored (nor would a reset zero the critic's columns).
-    assert actor_layers == ["actor.0", "actor.2"]
+    # The actor head feeds the critic's action input: it is read (by weights of another optimizer), so it is a
+    # hidden layer of the traced graph, scored, and its reset would zero the critic's action columns.
+    assert actor_layers == ["actor.0", "actor.2", "actor.4"]
+    assert [c.name for c in callback.layers["actor.4"].consumers] == ["critic.0"]
+    assert callback.layers["actor.4"].consumers[0].columns.tolist() == list(range(OBS, OBS + ACT))
 
     for step, (record, measured) in enumerate(zip(before.steps, after.scores, strict=True)):
         parts = per_loss_magnitudes(record, signal)

@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from regrama_lightning import (
+    ActivationProbe,
     DormantRatio,
     GraMaRatio,
     MagnitudeGatherer,
@@ -40,13 +41,13 @@ def test_weight_score_matches_explicit_loop():
 def test_planted_dead_neuron_scores_zero_under_all_three_definitions():
     net, x, y = _planted()
     layers = trace_topology(net, lambda: net(x))
-    gatherers = {
-        s: MagnitudeGatherer({"0": net[0]}, s, {"0": layers["0"].activation}) for s in ("output", "activation")
-    }
+    gatherers = {s: MagnitudeGatherer({"0": net[0]}, s) for s in ("output", "activation")}
     for g in gatherers.values():
         g.attach(["0"])
         g.start_window(["0"])
-    F.cross_entropy(net(x), y).backward()
+    with ActivationProbe({"0": layers["0"]}, gatherers["activation"].observe_activation):
+        loss = F.cross_entropy(net(x), y)
+    loss.backward()
     weight = normalize(weight_grad_magnitude(net[0]))
     out_sum, out_n = gatherers["output"].collect(["0"])
     act_sum, act_n = gatherers["activation"].collect(["0"])
@@ -86,12 +87,17 @@ def test_activation_score_uses_the_traced_nonlinearity_not_relu():
     net = nn.Sequential(nn.Linear(4, 5), nn.LayerNorm(5), nn.Tanh(), nn.Linear(5, 2))
     x = torch.randn(10, 4)
     layers = trace_topology(net, lambda: net(x))
-    assert layers["0"].activation_name == "tanh"
-    h = net[0](x)
-    assert torch.allclose(layers["0"].activation(h), torch.tanh(F.layer_norm(h, (5,), net[1].weight, net[1].bias)))
-    total, n = activation_magnitude_sum(layers["0"].activation(h))
+    assert layers["0"].activation_name == "layer_norm+tanh"
+    seen = {}
+    with ActivationProbe(layers, lambda name, out, total, n: seen.update({name: (total, n)})):
+        net(x)
+    total, n = seen["0"]
     assert n == 10
-    assert torch.allclose(total, torch.tanh(net[1](h)).abs().sum(0))
+    h = net[0](x)
+    # Independently: tanh of the layer norm of the layer's output, by hand.
+    normed = (h - h.mean(-1, keepdim=True)) / torch.sqrt(h.var(-1, unbiased=False, keepdim=True) + 1e-5)
+    assert torch.allclose(total, torch.tanh(normed * net[1].weight + net[1].bias).abs().sum(0), atol=1e-5)
+    assert torch.allclose(activation_magnitude_sum(torch.tanh(net[1](h)))[0], total, atol=1e-6)
 
 
 def test_tau_zero_flags_exactly_zero_and_ratio_metric():

@@ -50,7 +50,7 @@ def test_conv_to_linear_flatten_mapping_is_channel_major():
     assert reader.neurons.tolist() == [j // 16 for j in range(96)]
     assert [(c.name, c.neurons.tolist()) for c in layers["conv1"].consumers] == [("conv2", [0, 1, 2, 3])]
     assert [n for n, _ in layers["conv1"].norms] == ["bn"]
-    assert layers["conv1"].activation_name == "relu"
+    assert layers["conv1"].activation_name == "batch_norm+relu"
     assert layers["conv2"].activation_name == "leaky_relu"
     assert layers["fc"].activation_name == "gelu"
     assert layers["head"].is_output and not layers["fc"].is_output

@@ -12,29 +12,36 @@ import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
+from torch.utils.hooks import RemovableHandle
 
 from regrama_lightning.buffer import MeasurementBuffer
 from regrama_lightning.gather import MagnitudeGatherer, Signal
 from regrama_lightning.metrics import NeuronActivityRatio
+from regrama_lightning.probe import ActivationProbe
 from regrama_lightning.reset import InitFn, reset_neurons, select_neurons
 from regrama_lightning.topology import (
     NeuronLayer,
     TopologyTracer,
     explicit_consumers,
     neuron_layers,
+    output_hooks,
     select_layers,
 )
 
 ResidualPolicy = Literal["measure", "reset", "exclude"]
 _SHARDED = ("FSDP", "DeepSpeed", "ModelParallel", "XLAFSDP")
+_MAX_RETRACES = 8  # batches traced after a new layer first ran, before giving up on tracing it
 
 
 class NeuronReset(pl.Callback):
     """Measures per-neuron activity of every Linear/Conv layer and resets inactive neurons on a schedule.
 
     Subclasses choose the signal (``ReGraMa``: gradients; ``ReDo``: activations). The first training batch is
-    traced to learn the model's structure (see :mod:`regrama_lightning.topology`); after that the callback
-    costs nothing on steps it does not measure.
+    traced to learn the model's structure (see :mod:`regrama_lightning.topology`), and so is the batch after a
+    layer first runs later on (LayerDrop, routing); otherwise the callback costs nothing on steps it does not
+    measure. Steps are counted once per ``optimizer.step()`` (an LBFGS step that evaluates its closure many
+    times is one step, measured on its last evaluation).
 
     Args:
         tau: Inactive when the layer-normalised score is ``<= tau``; ``0`` means exactly zero.
@@ -43,8 +50,11 @@ class NeuronReset(pl.Callback):
         include: ``fnmatch`` patterns of layer names to consider (default: all Linear/Conv layers).
         exclude: Patterns of layer names to leave alone.
         consumers: Readers of a layer given by hand, ``{layer: [reader, ...]}``, for models the tracer cannot
-            map; each reader must take the layer's neurons in order (in contiguous blocks when flattened).
-        include_output_layers: Also score and reset layers that no other layer reads (network heads).
+            map; each reader must be a Linear/Conv layer that takes the layer's neurons in order (in contiguous
+            blocks when flattened).
+        include_output_layers: Also score and reset layers that no weight reads (network heads). A layer read
+            by weights of another optimizer, or by frozen weights, is not an output layer: its reset zeroes those
+            weights' columns too.
         residual: Neurons whose output is summed into a shared stream (residual connections): ``"measure"``
             scores them but never resets them (their outgoing columns are shared with other neurons);
             ``"reset"`` re-draws their incoming weights and keeps the shared outgoing ones; ``"exclude"`` does
@@ -96,17 +106,43 @@ class NeuronReset(pl.Callback):
         for arg, patterns in (("include", include), ("exclude", exclude)):
             if isinstance(patterns, str):
                 raise ValueError(f"`{arg}` must be a list of patterns, not a string: use [{patterns!r}].")
+            if patterns is not None and not all(isinstance(p, str) for p in patterns):
+                raise ValueError(f"`{arg}` must be a list of layer-name patterns (str), got {patterns!r}.")
+        if consumers is not None:
+            if not isinstance(consumers, Mapping):
+                raise ValueError(f"`consumers` must map a layer name to a list of reader names, got {consumers!r}.")
+            for layer, readers in consumers.items():
+                if (
+                    not isinstance(layer, str)
+                    or isinstance(readers, str)
+                    or not all(isinstance(r, str) for r in readers)
+                ):
+                    raise ValueError(
+                        f"`consumers` must map a layer name to a list of reader names, got {layer!r}: {readers!r}; "
+                        f"write {{{layer!r}: [{readers!r}]}} for a single reader."
+                        if isinstance(readers, str)
+                        else f"`consumers` must map a layer name to a list of reader names, got {layer!r}: {readers!r}."
+                    )
         if residual not in ("measure", "reset", "exclude"):
             raise ValueError(f"`residual` must be 'measure', 'reset' or 'exclude', got {residual!r}.")
         if max_reset_fraction is not None:
             _check_number("max_reset_fraction", max_reset_fraction, low=0.0, high=1.0, fix="use None for no cap")
             if max_reset_fraction == 0:
                 raise ValueError("`max_reset_fraction=0` would never reset: use reset_every_n_steps=None instead.")
-        if eps <= 0:
-            raise ValueError(f"`eps` must be > 0, got {eps}.")
+        _check_number("eps", eps, low=0.0, fix="use a small positive number such as 1e-9")
+        if eps == 0:
+            raise ValueError("`eps` must be > 0 (it keeps an all-zero layer from dividing by zero), got 0; use 1e-9.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"`seed` must be an int or None (None: derived from torch's seed), got {seed!r}.")
         if step_attribute is not None and (not isinstance(step_attribute, str) or not step_attribute.isidentifier()):
             raise ValueError(f"`step_attribute` must be an attribute name such as 'env_steps', got {step_attribute!r}.")
-        for arg, flag in (("reset_optimizer_state", reset_optimizer_state), ("zero_outgoing", zero_outgoing)):
+        flags = (
+            ("include_output_layers", include_output_layers),
+            ("reset_optimizer_state", reset_optimizer_state),
+            ("zero_outgoing", zero_outgoing),
+            ("log_per_layer", log_per_layer),
+        )
+        for arg, flag in flags:
             if not isinstance(flag, bool):
                 raise ValueError(f"`{arg}` must be True or False, got {flag!r}.")
         if init_fn is not None and not callable(init_fn):
@@ -129,13 +165,21 @@ class NeuronReset(pl.Callback):
         self.step_attribute = step_attribute
 
         self.layers: dict[str, NeuronLayer] = {}  # traced structure of each layer, once it has been traced
+        self._traced: dict[str, NeuronLayer] = {}  # every neuron layer as all traces so far saw it
+        self._watchers: list[RemovableHandle] = []
+        self._step_hooks: list[RemovableHandle] = []
+        self._written: set[int] = set()  # optimizers with a measurement written for the step under way
+        self._probe: ActivationProbe | None = None
+        self._warned_unrun = False
+        self._trainer: pl.Trainer | None = None
         self.scored: list[str] = []  # layers scored (and logged)
         self.last_metrics: dict[str, float] = {}
         self._candidates: dict[str, nn.Module] = {}
         self._owner: dict[str, int] = {}  # layer name -> optimizer index
-        self._param_owner: dict[int, int] = {}  # id(parameter) -> optimizer index
         self._pending: set[str] = set()  # candidates not traced yet
-        self._trace_start: list[int] = []
+        self._ran: set[str] = set()  # layers not traced yet that have run: batches are traced until they are seen
+        self._ran_now: set[str] = set()  # layers that ran in the batch being traced
+        self._traces = 0  # traces since a layer not traced yet first ran
         self._opt_index: dict[int, int] = {}
         self._steps: list[int] = []
         self._measuring: set[int] = set()
@@ -160,7 +204,7 @@ class NeuronReset(pl.Callback):
 
     # -- set-up -----------------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Validate the strategy and the layer selection; fix the seed on every rank."""
+        """Validate the strategy, the Trainer's logging period and the layer selection; fix the seed on every rank."""
         if stage != "fit":
             return
         strategy = type(trainer.strategy).__name__
@@ -169,6 +213,11 @@ class NeuronReset(pl.Callback):
                 f"{type(self).__name__} does not support {strategy}: parameters, gradients and optimizer state "
                 "are sharded there, so neurons cannot be scored or reset as a whole. Use strategy='ddp' or a "
                 "single device."
+            )
+        if self.log_every_n_steps is None and trainer.log_every_n_steps < 1:
+            raise ValueError(
+                f"Trainer(log_every_n_steps={trainer.log_every_n_steps}) gives {type(self).__name__} no measuring "
+                f"period: pass {type(self).__name__}(log_every_n_steps=N), or a positive Trainer(log_every_n_steps)."
             )
         layers = neuron_layers(pl_module)
         if not layers:
@@ -180,6 +229,12 @@ class NeuronReset(pl.Callback):
             if name not in layers:
                 raise ValueError(f"`consumers` key {name!r} is not a Linear/Conv layer; choose among {sorted(layers)}.")
         selected = select_layers(layers, self.include, self.exclude)
+        parametrized = [n for n, m in selected.items() if parametrize.is_parametrized(m)]
+        if parametrized:
+            raise ValueError(
+                f"Layers {parametrized} are parametrized (weight_norm, spectral_norm, ...): their weight is computed, "
+                "so its rows cannot be re-drawn in place. Leave them out with `exclude=[...]`."
+            )
         self._candidates = {n: m for n, m in selected.items() if m.weight.requires_grad}
         if not self._candidates:
             raise ValueError(
@@ -195,16 +250,14 @@ class NeuronReset(pl.Callback):
         self._seed = int(trainer.strategy.broadcast(seed))
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Match each layer to the optimizer that steps it (by parameter identity)."""
+        """Match each layer to the optimizer that steps it (by parameter identity); count each one's steps."""
         optimizers = [_unwrap(o) for o in trainer.optimizers]
-        self._opt_index = {id(o): i for i, o in enumerate(optimizers)}
         param_owner: dict[int, list[int]] = {}
         for i, optimizer in enumerate(optimizers):
             for group in optimizer.param_groups:
                 for p in group["params"]:
                     param_owner.setdefault(id(p), []).append(i)
         self._owner = {}
-        self._param_owner = {p: owners[0] for p, owners in param_owner.items()}
         for name, module in list(self._candidates.items()):
             owners = sorted(set(param_owner.get(id(module.weight), [])))
             if len(owners) > 1:
@@ -220,12 +273,20 @@ class NeuronReset(pl.Callback):
         if not self._candidates:
             raise ValueError("No selected Linear/Conv layer is stepped by an optimizer, so there is nothing to score.")
         # Optimizers of no selected layer (e.g. SAC's temperature) are not followed: no steps, no reset events.
-        self._opt_index = {id(o): i for i, o in enumerate(optimizers) if i in set(self._owner.values())}
+        followed = set(self._owner.values())
+        self._opt_index = {id(o): i for i, o in enumerate(optimizers) if i in followed}
+        self._remove_hooks()
+        # One count per optimizer.step(): Lightning's hooks fire once per closure evaluation (LBFGS: many).
+        self._step_hooks = [
+            o.register_step_post_hook(partial(self._after_step, i)) for i, o in enumerate(optimizers) if i in followed
+        ]
         if len(self._steps) != len(optimizers):
             self._steps = [0] * len(optimizers)
+        self._trainer = trainer
         self._pending = set(self._candidates)
-        self.layers, self.scored = {}, []
-        self._gatherer = MagnitudeGatherer(self._candidates, self.signal)
+        self.layers, self.scored, self._traced = {}, [], {}
+        hooks = output_hooks(pl_module)
+        self._gatherer = MagnitudeGatherer(self._candidates, self.signal, {n: hooks[n] for n in self._candidates})
         self._metrics = [
             self.metric_class(
                 {n: _size(m) for n, m in self._candidates.items() if self._owner[n] == i} or {"_": 1},
@@ -239,7 +300,9 @@ class NeuronReset(pl.Callback):
         capacity = max(1, min(64, trainer.log_every_n_steps // self._log_every))
         self._buffers = [MeasurementBuffer(m, capacity) for m in self._metrics]
         self._states, self._latest_counts = {}, {}
+        self._ran, self._ran_now, self._traces = set(), set(), 0
         self._refresh_names()
+        self._watch_unrun(announce=False)
 
     def _refresh_names(self) -> None:
         """Per optimizer, the layers to measure and to log; rebuilt whenever tracing learns more."""
@@ -248,9 +311,8 @@ class NeuronReset(pl.Callback):
             [n for n in self._candidates if self._owner[n] == g and (n in self._pending or n in self.scored)]
             for g in groups
         ]
-        self._hooked = self._names
-        if self.signal == "activation":  # the tracer reports the layers it still traces: hooks would count twice
-            self._hooked = [[n for n in names if n not in self._pending] for names in self._names]
+        # The "activation" signal is measured by the tracer or the probe, never by module hooks.
+        self._hooked = self._names if self.signal == "output" else [[] for _ in groups]
         self._scored_names, self._scored_index = [], []
         for metric in self._metrics:
             positions = [i for i, n in enumerate(metric.layer_names) if n in self.scored]
@@ -299,48 +361,70 @@ class NeuronReset(pl.Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        """Trace until every layer is known; hook layers whose optimizer's next step is measured."""
-        if self._pending and self._tracer is None:
+        """Trace when layers are still unknown; set up the measurement of optimizers whose next step is measured."""
+        if self._tracer is None and (not self._traced or self._ran):
             self._tracer = TopologyTracer(pl_module, on_activation=self._traced_activation)
             self._tracer.__enter__()
-            self._trace_start = list(self._steps)
+            self._ran_now = set()
+            self._traces += 1
         if self.signal == "weight":
             return  # nothing to hook: |W.grad| is read when the optimizer steps
         self._measuring = {g for g, s in enumerate(self._steps) if self._due(s + 1)[0] or g in self._requested}
         for group in self._measuring:
             self._gatherer.attach(self._hooked[group])
+        if self.signal == "activation" and self._measuring and self._tracer is None:
+            watched = [n for g in self._measuring for n in self._names[g] if n in self.scored]
+            self._probe = ActivationProbe({n: self.layers[n] for n in watched}, self._gatherer.observe_activation)
+            self._probe.__enter__()
 
-    def _traced_activation(self, name: str, output: Tensor, activation: Tensor) -> None:
-        if name in self._pending and self._owner[name] in self._measuring:
-            self._gatherer.observe_activation(name, output, activation)
+    def _traced_activation(self, name: str, output: Tensor, total: Tensor, count: int) -> None:
+        if name in self._owner and self._owner[name] in self._measuring:
+            self._gatherer.observe_activation(name, output, total, count)
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
-        """Start a gathering window for layers whose gradients were just zeroed."""
+        """Start a gathering window for layers whose gradients were cleared since the last backward."""
         for group in self._measuring:  # always empty for the "weight" signal
             self._gatherer.start_window(self._names[group])
+
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Remember the gradients this backward left, to see the next ``zero_grad``."""
+        for group in self._measuring:
+            self._gatherer.end_backward(self._names[group])
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        """Count the owning optimizer's step; at measured steps, record the window's magnitudes on the device."""
+        """At measured steps, write the window's magnitudes into the optimizer's buffer, on the device.
+
+        An optimizer that evaluates its closure several times (LBFGS) passes here each time: the row written
+        last is the one its step keeps.
+        """
         group = self._opt_index.get(id(_unwrap(optimizer)))
         if group is None:
             return
+        measure, _ = self._due(self._steps[group] + 1)
+        if not (measure or group in self._requested) or (self.signal != "weight" and group not in self._measuring):
+            return
+        buffer = self._buffers[group]
+        if buffer.full:  # several steps of one optimizer in one batch
+            self._flush(trainer, resets=False)
+        if self.signal == "weight":
+            buffer.write_weight_grads()
+        else:
+            buffer.write(*self._gatherer.collect(self._names[group]))
+        self._written.add(group)
+
+    def _after_step(self, group: int, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """Count one step of the optimizer; keep its measurement; note a due reset."""
         self._steps[group] += 1
         self._stepped = True
-        measure, reset = self._due(self._steps[group])
+        reset = self._due(self._steps[group])[1]
         if group in self._requested:
             self._requested.discard(group)
-            measure = reset = True
-        if measure and (self.signal == "weight" or group in self._measuring):
-            buffer = self._buffers[group]
-            if buffer.full:  # several steps of one optimizer in one batch
-                self._flush(trainer, resets=False)
-            # Its logging step is known at the end of the batch.
-            if self.signal == "weight":
-                buffer.record_weight_grads()
-            else:
-                buffer.record(*self._gatherer.collect(self._names[group]))
+            reset = True
+        if group in self._written:
+            self._written.discard(group)
+            self._buffers[group].commit()
             self._measured.add(group)
         if reset:
             self._reset_due.add(group)
@@ -349,16 +433,18 @@ class NeuronReset(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Finish the trace; evaluate and log recorded measurements when due; apply due resets."""
+        self._leave_probe()
         if self._tracer is not None and self._stepped:
             # A trace covers whole optimizer-step windows (all micro-batches of an accumulation).
-            self._finish_trace(pl_module)
+            self._finish_trace()
         self._stepped = False
+        self._written.clear()  # a measurement whose step never came (an AMP step skipped on overflow)
         if not self._measured and not self._reset_due:
             return
         step = self._now(trainer)
         for group in self._measured:
             self._buffers[group].stamp(step)
-            if self.signal != "weight":
+            if self.signal == "output":
                 self._gatherer.detach(self._names[group])
         self._measured.clear()
         # Reading is batched: one host sync per flush, at resets and when a buffer is full.
@@ -399,27 +485,31 @@ class NeuronReset(pl.Callback):
             self._log(trainer, torch.cat(parts).tolist(), layout, bool(reset_groups))  # the flush's one host sync
 
     def _log(self, trainer: pl.Trainer, numbers: list[float], layout: list[tuple[int, list[int]]], reset: bool) -> None:
-        """Turn a flush's numbers into per-step logs: layer ratios, global ratio over every optimizer's layers."""
-        rows: dict[int, list[tuple[int, list[float], list[float]]]] = {}  # step -> (group, inactive, neurons)
+        """Turn a flush's numbers into per-step logs: layer ratios, global ratio over every optimizer's layers.
+
+        A measurement skipped for non-finite values logs ``nan`` ratios (never its optimizer's last finite one)
+        until that optimizer's next finite measurement, and ``<prefix>/skipped`` counts the skips of each step.
+        """
+        rows: dict[int, list[tuple[int, list[float], list[float], float]]] = {}  # step -> measurements
         at = 0
         for group, steps in layout:
             k = len(self._scored_names[group])
+            skipped = numbers[at + 2 * k * len(steps) : at + (2 * k + 1) * len(steps)]
             for i, step in enumerate(steps):
                 counts = numbers[at + 2 * k * i : at + 2 * k * (i + 1)]
-                rows.setdefault(step, []).append((group, counts[:k], counts[k:]))
-            at += 2 * k * len(steps)
-            self._warn_if_skipped(numbers[at : at + len(steps)])
-            at += len(steps)
+                rows.setdefault(step, []).append((group, counts[:k], counts[k:], skipped[i]))
+            at += (2 * k + 1) * len(steps)
+            self._warn_if_skipped(skipped)
         logs: dict[int, dict[str, float]] = {}
         for step in sorted(rows):
-            logs[step] = {}
-            for group, inactive, neurons in rows[step]:
-                self._latest_counts[group] = (sum(inactive), sum(neurons))
+            logs[step] = {f"{self.prefix}/skipped": sum(r[3] for r in rows[step])}
+            for group, inactive, neurons, skipped in rows[step]:
+                self._latest_counts[group] = (math.nan, math.nan) if skipped else (sum(inactive), sum(neurons))
                 if self.log_per_layer:
                     for name, i, n in zip(self._scored_names[group], inactive, neurons, strict=True):
                         logs[step][f"{self.prefix}/{name}"] = i / n if n else math.nan
             total = sum(n for _, n in self._latest_counts.values())
-            if total:
+            if total != 0:  # nan (a skipped measurement) is logged as nan
                 logs[step][f"{self.prefix}/ratio"] = sum(i for i, _ in self._latest_counts.values()) / total
         if reset:
             now = self._now(trainer)
@@ -437,42 +527,60 @@ class NeuronReset(pl.Callback):
         if any(skipped) and not self._warned_nonfinite:
             rank_zero_warn(
                 f"{type(self).__name__}: a measurement had non-finite gradients or activations and was skipped; "
-                "no neuron is reset on it (this warning is shown once)."
+                f"no neuron is reset on it, its ratios are logged as nan and `{self.prefix}/skipped` counts it "
+                "(this warning is shown once)."
             )
             self._warned_nonfinite = True
 
-    def _finish_trace(self, pl_module: pl.LightningModule) -> None:
-        """Take the layers the trace saw; layers whose optimizer has not stepped yet are traced on later batches."""
+    # -- tracing ----------------------------------------------------------------------------------------
+    def _finish_trace(self) -> None:
+        """Merge what the trace saw; layers that have not run yet are traced after they first run."""
         self._tracer.__exit__(None, None, None)
         traced = self._tracer.topology()
         self._tracer = None
-        stepped = {g for g, s in enumerate(self._steps) if s > self._trace_start[g]}
-        done = [n for n in self._candidates if n in self._pending and (traced[n].called or self._owner[n] in stepped)]
-        self._pending.difference_update(done)
-        unused = [n for n in done if not traced[n].called]
-        if unused:
-            rank_zero_warn(
-                f"{type(self).__name__}: layers {unused} did not run in a batch in which their optimizer stepped; "
-                "they are not scored."
+        for name, layer in traced.items():
+            if name in self._traced:
+                self._traced[name].merge(layer)
+            else:
+                self._traced[name] = layer
+        missed = sorted(n for n in self._ran_now if not traced[n].called)
+        if missed:
+            raise ValueError(
+                f"{type(self).__name__}: layers {missed} ran, but not through F.linear/F.conv with their own weight, "
+                "so the tracer cannot see their outputs (a custom forward?). Leave them out with `exclude=[...]`."
             )
-        new = {n: self._own_network(n, traced) for n in done if traced[n].called}
-        self._apply_explicit_consumers(new, traced)
+        done = [n for n in self._candidates if n in self._pending and self._traced[n].called]
+        self._pending.difference_update(done)
+        self._ran.difference_update(done)
+        if self._ran and self._traces > _MAX_RETRACES:
+            rank_zero_warn(
+                f"{type(self).__name__}: layers {sorted(self._ran)} ran, but in none of the {_MAX_RETRACES} batches "
+                "traced since; they run too rarely to be traced and are not scored."
+            )
+            self._pending.difference_update(self._ran)
+            self._ran = set()
+        if not self._ran:
+            self._traces = 0
+        self._watch_unrun()
+        known = {n: layer for n, layer in self._traced.items() if layer.called and n in self._candidates}
+        self._apply_explicit_consumers(known)
         eligible = [
             n
-            for n, layer in new.items()
+            for n, layer in known.items()
             if (self.include_output_layers or not layer.is_output)
             and not (self.residual == "exclude" and layer.writes_residual)
         ]
         if self.reset_every_n_steps is not None and self.zero_outgoing:  # fail at the first batch, not the first reset
-            _check_resettable({n: new[n] for n in eligible})
-        for layer in new.values():
-            for consumer in layer.consumers:  # once, so that resets copy nothing to the device
-                device = consumer.module.weight.device
-                consumer.columns, consumer.neurons = consumer.columns.to(device), consumer.neurons.to(device)
-        self.layers.update(new)
-        self.scored = [n for n in self._candidates if n in self.scored or n in eligible]
+            _check_resettable({n: known[n] for n in eligible}, self._traced)
         if self.signal == "activation":
-            self._gatherer.activations.update({n: new[n].activation for n in eligible})
+            _check_activations({n: known[n] for n in eligible})
+        for layer in known.values():
+            for consumer in layer.consumers:  # once, so that resets copy nothing to the device
+                device = consumer.weight.device
+                consumer.columns, consumer.neurons = consumer.columns.to(device), consumer.neurons.to(device)
+        new = [n for n in eligible if n not in self.scored]
+        self.layers = known
+        self.scored = [n for n in self._candidates if n in eligible]
         self._gatherer.detach([n for n in done if n not in self.scored])
         self._refresh_names()
         if not self._pending and not self.scored:
@@ -480,24 +588,57 @@ class NeuronReset(pl.Callback):
                 f"{type(self).__name__} found no eligible layer: every selected layer is an output layer, unused "
                 "or excluded. Pass include_output_layers=True, or loosen `include`/`exclude`."
             )
-        residual = [n for n in eligible if new[n].writes_residual]
+        self._report(new, known)
+
+    def _report(self, new: list[str], known: dict[str, NeuronLayer]) -> None:
+        residual = [n for n in new if known[n].writes_residual]
+        foreign = {
+            n: sorted({c.name for c in known[n].consumers if self._foreign(c.weight, n)}) for n in new if self._foreign
+        }
+        foreign = {n: readers for n, readers in foreign.items() if readers}
         rank_zero_info(
-            f"{type(self).__name__}: scoring {len(eligible)} layers "
-            f"({sum(new[n].size for n in eligible)} neurons)"
+            f"{type(self).__name__}: scoring {len(new)} more layers ({sum(known[n].size for n in new)} neurons)"
             + (f"; residual-stream writers ({self.residual}): {residual}" if residual else "")
-            + (f"; still tracing {sorted(self._pending)}" if self._pending else "")
+            + (f"; not run yet, traced when they first run: {sorted(self._pending)}" if self._pending else "")
         )
+        if foreign and self.reset_every_n_steps is not None and self.zero_outgoing:
+            rank_zero_warn(
+                f"{type(self).__name__}: layers are read by weights of another optimizer or frozen weights, whose "
+                f"columns their resets zero too: {foreign}. If those are another network's inputs (a TD3 critic's "
+                "action input), leave the layers out with `exclude=[...]`."
+            )
 
-    def _own_network(self, name: str, traced: dict[str, NeuronLayer]) -> NeuronLayer:
-        """The layer with only the readers its own optimizer trains (a SAC actor head is not read by the actor)."""
-        group = self._owner[name]
-        return traced[name].restricted(lambda r: self._param_owner.get(id(traced[r].module.weight)) == group)
+    def _foreign(self, weight: Tensor, name: str) -> bool:
+        """Whether a reader's weight is frozen or stepped by another optimizer than layer ``name``'s."""
+        if not weight.requires_grad:
+            return True
+        optimizers = [_unwrap(o) for o in self._trainer.optimizers] if self._trainer is not None else []
+        own = optimizers[self._owner[name]] if optimizers else None
+        return own is not None and not any(p is weight for g in own.param_groups for p in g["params"])
 
-    def _apply_explicit_consumers(self, new: dict[str, NeuronLayer], traced: dict[str, NeuronLayer]) -> None:
-        modules = {n: layer.module for n, layer in traced.items()}
+    def _watch_unrun(self, announce: bool = True) -> None:
+        """Cheap forward pre-hooks on layers not traced yet: once one runs, batches are traced until it is seen."""
+        for handle in self._watchers:
+            handle.remove()
+        self._watchers = []
+        unrun = sorted(self._pending)
+        hooks = output_hooks(self._trainer.lightning_module) if unrun else {}
+        for name in unrun:
+            module = hooks.get(name, (self._candidates[name], None))[0]
+            self._watchers.append(module.register_forward_pre_hook(partial(self._layer_ran, name)))
+        if unrun and announce and not self._warned_unrun:
+            rank_zero_info(f"{type(self).__name__}: layers {unrun} did not run yet; they are traced when they do.")
+            self._warned_unrun = True
+
+    def _layer_ran(self, name: str, module: nn.Module, args: Any) -> None:
+        self._ran.add(name)
+        self._ran_now.add(name)
+
+    def _apply_explicit_consumers(self, known: dict[str, NeuronLayer]) -> None:
+        modules = {n: layer.module for n, layer in self._traced.items()}
         for name, readers in self.consumers.items():
-            if name in new:
-                layer = new[name]
+            if name in known:
+                layer = known[name]
                 layer.consumers = explicit_consumers(layer, readers, modules)
                 layer.unmapped_readers = set()
 
@@ -524,7 +665,7 @@ class NeuronReset(pl.Callback):
                 continue
             scores = self._metrics[group].scores(self._states[group])
             if self.zero_outgoing:  # requested resets (request_reset) can come without a period: check here too
-                _check_resettable({n: self.layers[n] for n in self._names[group] if n in self.scored})
+                _check_resettable({n: self.layers[n] for n in self._names[group] if n in self.scored}, self._traced)
             for index, name in enumerate(self._names[group]):
                 layer = self.layers.get(name)
                 if name not in self.scored or (layer.writes_residual and self.residual == "measure"):
@@ -547,10 +688,30 @@ class NeuronReset(pl.Callback):
         """Distinguishes several instances (e.g. a measuring ReGraMa next to a resetting ReDo) in checkpoints."""
         # Lightning reads this around every hook call: build it once.
         if self._state_key is None:
-            self._state_key = self._generate_state_key(
-                signal=self.signal, tau=self.tau, reset_every_n_steps=self.reset_every_n_steps, include=self.include
-            )
+            self._state_key = self._generate_state_key(signal=self.signal, **self._settings())
         return self._state_key
+
+    def _settings(self) -> dict[str, Any]:
+        """Every constructor argument that changes what the callback does (``init_fn`` by its name)."""
+        init = getattr(self.init_fn, "__qualname__", repr(self.init_fn)) if self.init_fn is not None else None
+        return {
+            "tau": self.tau,
+            "reset_every_n_steps": self.reset_every_n_steps,
+            "include": self.include,
+            "exclude": self.exclude,
+            "consumers": self.consumers or None,
+            "include_output_layers": self.include_output_layers,
+            "residual": self.residual,
+            "max_reset_fraction": self.max_reset_fraction,
+            "reset_optimizer_state": self.reset_optimizer_state,
+            "zero_outgoing": self.zero_outgoing,
+            "init_fn": init,
+            "log_every_n_steps": self.log_every_n_steps,
+            "log_per_layer": self.log_per_layer,
+            "seed": self.seed,
+            "eps": self.eps,
+            "step_attribute": self.step_attribute,
+        }
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -571,13 +732,25 @@ class NeuronReset(pl.Callback):
         self._requested = set(state_dict.get("requested", []))
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Remove hooks and leave the tracer if training stopped inside the first batch."""
+        """Remove hooks and leave the tracer or probe if training stopped inside a batch."""
         if self._tracer is not None:
             self._tracer.__exit__(None, None, None)
             self._tracer = None
+        self._leave_probe()
+        self._remove_hooks()
         if self._gatherer is not None:
             self._gatherer.detach()
             self._gatherer.clear()
+
+    def _leave_probe(self) -> None:
+        if self._probe is not None:
+            self._probe.__exit__(None, None, None)
+            self._probe = None
+
+    def _remove_hooks(self) -> None:
+        for handle in self._step_hooks + self._watchers:
+            handle.remove()
+        self._step_hooks, self._watchers = [], []
 
 
 def _unwrap(optimizer: Any) -> Any:
@@ -588,13 +761,32 @@ def _size(module: nn.Module) -> int:
     return module.out_features if isinstance(module, nn.Linear) else module.out_channels
 
 
-def _check_resettable(layers: Mapping[str, NeuronLayer]) -> None:
+def _check_resettable(layers: Mapping[str, NeuronLayer], neuron_layers: Mapping[str, NeuronLayer]) -> None:
+    """Refuse resets of layers whose outgoing weights are not all known, with the fix that fits each reader."""
     unmapped = {n: sorted(layer.unmapped_readers) for n, layer in layers.items() if layer.unmapped_readers}
-    if unmapped:
+    if not unmapped:
+        return
+    # Naming readers by hand only helps when the reader is a Linear/Conv layer fed through an unknown op; a
+    # reader with weights of another kind (a GRU, attention's input projection) has no columns to give.
+    by_hand = {n: sorted({r for r, _ in readers if r in neuron_layers}) for n, readers in unmapped.items()}
+    fixes = ["leave them out with `exclude=[...]`"]
+    if all(len(by_hand[n]) == len(unmapped[n]) for n in unmapped):
+        example = next(iter(by_hand.items()))
+        fixes.insert(0, f"give their Linear/Conv readers with `consumers={{{example[0]!r}: {example[1]!r}}}`")
+        fixes.insert(1, "register the op with regrama_lightning.register_op")
+    raise ValueError(
+        f"Cannot tell which weights read layers {sorted(unmapped)} (reader, op: {unmapped}), so their outgoing "
+        f"weights cannot be zeroed. Either {', or '.join(fixes)}."
+    )
+
+
+def _check_activations(layers: Mapping[str, NeuronLayer]) -> None:
+    """ReDo refuses layers whose activation it cannot measure per neuron."""
+    bad = {n: layer.activation.error for n, layer in layers.items() if layer.activation and layer.activation.error}
+    if bad:
         raise ValueError(
-            f"Cannot tell which weights read layers {sorted(unmapped)} (reader, op: {unmapped}), so their "
-            "outgoing weights cannot be zeroed. Give their readers with `consumers={layer: [reader]}` or "
-            "leave them out with `exclude=[...]`."
+            f"ReDo cannot measure the activations of layers {sorted(bad)} per neuron: {bad}. Leave them out with "
+            "`exclude=[...]`, or register the ops in between with regrama_lightning.register_op."
         )
 
 

@@ -1,0 +1,99 @@
+"""Measuring ReDo's activations where the model computes them, on the steps that are measured.
+
+The tracer records, per layer, the ops from the layer's output to its activation
+(:class:`~regrama_lightning.topology.ActivationSite`): through norms, pooling, transposes, adds of embeddings,
+products such as a hand-written swish ``h * sigmoid(h)``. The probe follows those same ops on a later forward
+pass and reports the value the model really computed, so nothing is replayed with stale operands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+from regrama_lightning.topology import NeuronLayer, emitted_layer, flat_tensors, op_name
+
+
+class _Live:
+    """One call of a watched layer on this pass: the values reached so far along its site's ops."""
+
+    __slots__ = ("layer", "output", "values")
+
+    def __init__(self, layer: NeuronLayer, output: Tensor) -> None:
+        self.layer = layer
+        self.output = output
+        self.values: list[Tensor] = [output]  # kept alive: ids of freed tensors are reused
+
+
+class ActivationProbe(TorchFunctionMode):
+    """Reports ReDo's per-neuron activation magnitudes of watched layers during the forward passes it wraps.
+
+    Args:
+        layers: Traced layers to watch (from :func:`~regrama_lightning.topology.trace_topology`); layers whose
+            activation cannot be measured (``layer.activation.error``) are skipped.
+        on_activation: Called as ``on_activation(name, output, sums, count)`` per layer call: the layer's raw
+            output, per-neuron sums of ``|activation|`` and the number of terms in each.
+
+    Example:
+        >>> from regrama_lightning import trace_topology
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> layers = trace_topology(net, lambda: net(torch.randn(3, 4)))
+        >>> seen = {}
+        >>> with ActivationProbe({"0": layers["0"]}, lambda n, out, sums, count: seen.update({n: count})):
+        ...     _ = net(torch.randn(5, 4))
+        >>> seen
+        {'0': 5}
+    """
+
+    def __init__(
+        self, layers: Mapping[str, NeuronLayer], on_activation: Callable[[str, Tensor, Tensor, int], None]
+    ) -> None:
+        super().__init__()
+        watched = {n: layer for n, layer in layers.items() if layer.activation and layer.activation.error is None}
+        self._by_weight = {id(layer.module.weight): layer for layer in watched.values()}
+        # Per layer: (op, parent nodes) -> node index; the last node is the measured value.
+        self._index = {
+            n: {spec: i + 1 for i, spec in enumerate(layer.activation.nodes)} for n, layer in watched.items()
+        }
+        self._live: dict[int, tuple[_Live, int]] = {}
+        self._on_activation = on_activation
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = op_name(func)
+        hit = emitted_layer(name, args, kwargs, out, self._by_weight)
+        if hit is not None:
+            layer, output, _ = hit
+            call = _Live(layer, output)
+            if layer.activation.nodes:
+                self._live[id(output)] = (call, 0)
+            else:
+                self._report(call, output)
+            return out
+        if not self._live or not isinstance(out, Tensor):
+            return out
+        hits = [self._live[id(t)] for t in flat_tensors(args, kwargs) if id(t) in self._live]
+        for call in {id(c): c for c, _ in hits}.values():
+            index = self._index[call.layer.name].get((name, tuple(i for c, i in hits if c is call)))
+            if index is None:
+                continue
+            call.values.append(out)
+            if index == len(call.layer.activation.nodes):
+                self._report(call, out)
+            else:
+                self._live[id(out)] = (call, index)
+        return out
+
+    def _report(self, call: _Live, value: Tensor) -> None:
+        for t in call.values:
+            entry = self._live.get(id(t))
+            if entry is not None and entry[0] is call:
+                del self._live[id(t)]
+        self._on_activation(call.layer.name, call.output, *call.layer.activation.reduce(value))
+
+    def __exit__(self, *exc) -> None:
+        self._live.clear()
+        return super().__exit__(*exc)
