@@ -81,13 +81,13 @@ def _rows(mask: Tensor, like: Tensor) -> Tensor:
 
 def _consumer_mask(consumer: Consumer, mask: Tensor) -> Tensor:
     """Entries of the consumer's weight that read the masked neurons."""
-    module = consumer.module
-    weight = module.weight
-    width = module.in_features if isinstance(module, nn.Linear) else module.in_channels
-    cols = torch.zeros(width, dtype=torch.bool, device=weight.device)
+    weight = consumer.weight
+    cols = torch.zeros(consumer.width, dtype=torch.bool, device=weight.device)
     cols[consumer.columns.to(weight.device)] = mask[consumer.neurons.to(mask.device)]
-    groups = getattr(module, "groups", 1)
-    per_group = width // groups
+    if consumer.axis == 0:  # ConvTranspose (in, out / groups, k...) and h @ W (in, out): row c reads input c
+        return cols.view(-1, *([1] * (weight.dim() - 1))).expand_as(weight)
+    groups = consumer.groups
+    per_group = consumer.width // groups
     # Output channel o of a grouped conv reads input channels of its own group only.
     full = cols.view(groups, 1, per_group).expand(groups, weight.shape[0] // groups, per_group)
     return full.reshape(weight.shape[0], per_group, *([1] * (weight.dim() - 2))).expand_as(weight)
@@ -142,7 +142,7 @@ def reset_neurons(
                 if isinstance(t, nn.Parameter):
                     touched.append((t, mask))
     for consumer in layer.consumers if consumers is None else consumers:
-        weight = consumer.module.weight
+        weight = consumer.weight
         cols = _consumer_mask(consumer, mask)
         weight.masked_fill_(cols, 0.0)
         touched.append((weight, cols))

@@ -22,3 +22,5 @@ def test_readme_example_runs(index, tmp_path, monkeypatch, capsys):
         assert out.strip()
     if "regrama.last_metrics" in BLOCKS[index]:  # the quickstart: both callbacks measured and logged
         assert "'grama/ratio'" in out and "'dormant/ratio'" in out and "'reset/neurons'" in out
+    if "register_op(" in BLOCKS[index]:  # the op table example: unmapped before, mapped after registering
+        assert "('1', 'cummax')" in out and "[[0, 1, 2, 3]]" in out
