@@ -184,7 +184,8 @@ class Gate(pl.Callback):
         for name in HOOKS[1:-1]:
             setattr(self, name, self._gated(getattr(inner, name)))
         # The callbacks count steps in an optimizer step hook (registered at on_fit_start): gate it as well.
-        inner._after_step = self._gated(inner._after_step)
+        if hasattr(inner, "_after_step"):
+            inner._after_step = self._gated(inner._after_step)
 
     def _gated(self, hook: Callable[..., Any]) -> Callable[..., Any]:
         def gated(*args: Any, **kwargs: Any) -> Any:

@@ -661,7 +661,8 @@ class TopologyTracer(TorchFunctionMode):
             if hit is not None:
                 self._finish(*hit)
 
-    def _finish(self, call: _Call, index: int) -> None:
+    def _finish(self, call: _Call, index: int, read: bool = True) -> None:
+        """End a call's value: ``read`` when a weight or a mixing op took it, else at the end of the trace."""
         if call.done:
             return
         call.done = True
@@ -670,7 +671,7 @@ class TopologyTracer(TorchFunctionMode):
         layer = self._layers[call.layer]
         if layer.activation is None:  # the first call of a layer defines its activation
             layer.activation = site
-        elif not layer.activation.same_path(site):
+        elif read and not layer.activation.same_path(site):
             layer.activation = _site_error(layer.activation, "its calls are followed by different ops")
         if self._on_activation is not None and site.error is None:
             self._on_activation(call.layer, call.output, *site.reduce(call.values[post]))
@@ -697,8 +698,8 @@ class TopologyTracer(TorchFunctionMode):
     def topology(self) -> dict[str, NeuronLayer]:
         """The traced layers by name. Call after the forward passes of interest have run."""
         for call in self._calls:
-            if not call.done:  # a value returned or fed to the loss: the last value it reached
-                self._finish(call, len(call.specs) - 1)
+            if not call.done:  # a value returned, fed to the loss or looked at: the last value it reached
+                self._finish(call, len(call.specs) - 1, read=False)
         self._ids.clear()
         self._taint.clear()
         self._nodes.clear()

@@ -170,6 +170,9 @@ class NeuronReset(pl.Callback):
         self._step_hooks: list[RemovableHandle] = []
         self._written: set[int] = set()  # optimizers with a measurement written for the step under way
         self._probe: ActivationProbe | None = None
+        self._paused_for: int | None = None  # optimizer whose update the probe is paused for
+        self._closures: dict[int, int] = {}  # per optimizer: closure evaluations in the step under way
+        self._reevaluates: set[int] = set()  # optimizers that evaluate their closure several times per step
         self._warned_unrun = False
         self._trainer: pl.Trainer | None = None
         self.scored: list[str] = []  # layers scored (and logged)
@@ -402,6 +405,7 @@ class NeuronReset(pl.Callback):
         group = self._opt_index.get(id(_unwrap(optimizer)))
         if group is None:
             return
+        self._before_update(group)
         measure, _ = self._due(self._steps[group] + 1)
         if not (measure or group in self._requested) or (self.signal != "weight" and group not in self._measuring):
             return
@@ -414,8 +418,24 @@ class NeuronReset(pl.Callback):
             buffer.write(*self._gatherer.collect(self._names[group]))
         self._written.add(group)
 
+    def _before_update(self, group: int) -> None:
+        """Pause the probe for the optimizer's update, which computes no activation.
+
+        Not for an optimizer that evaluates its closure (the forward) again inside its step (LBFGS): its second
+        evaluation reveals it, and the probe then stays on through its steps.
+        """
+        self._closures[group] = self._closures.get(group, 0) + 1
+        if self._closures[group] > 1:
+            self._reevaluates.add(group)
+        if self._probe is not None and group not in self._reevaluates and self._probe.pause():
+            self._paused_for = group
+
     def _after_step(self, group: int, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         """Count one step of the optimizer; keep its measurement; note a due reset."""
+        self._closures[group] = 0
+        if self._paused_for == group:
+            self._probe.resume()
+            self._paused_for = None
         self._steps[group] += 1
         self._stepped = True
         reset = self._due(self._steps[group])[1]
@@ -746,6 +766,7 @@ class NeuronReset(pl.Callback):
         if self._probe is not None:
             self._probe.__exit__(None, None, None)
             self._probe = None
+        self._paused_for = None
 
     def _remove_hooks(self) -> None:
         for handle in self._step_hooks + self._watchers:
