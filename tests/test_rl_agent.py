@@ -19,7 +19,7 @@ from benchmarks.rl import __main__ as cli
 from benchmarks.rl import perf, plot
 from benchmarks.rl.envs import make_env
 from benchmarks.rl.evaluation import Evaluation, evaluate
-from benchmarks.rl.methods import method_callbacks
+from benchmarks.rl.methods import method_callbacks, monitors, resetting
 from benchmarks.rl.networks import NetworkConfig
 from benchmarks.rl.plot import read_series
 from benchmarks.rl.sac import SAC
@@ -106,13 +106,13 @@ def test_every_network_variant_trains_with_each_method(network, method):
     callbacks = method_callbacks(method, networks=("critic", "actor"), reset_every=50, grama_tau=0.05, redo_tau=0.05)
     fit(agent, callbacks)
     assert agent.updates == 201
-    for callback in callbacks:
+    for callback in monitors(callbacks):
         assert callback.scored, "no layer was scored"
         assert all(name.startswith(("critic.", "actor.")) for name in callback.scored)
         assert 0.0 <= callback.last_metrics[f"{callback.prefix}/ratio"] <= 1.0
-        resetting = callback.reset_every_n_steps is not None
-        # critic: 201 steps -> resets at 50, 100, 150, 200; actor: 2 steps every 2 updates -> 202 steps, also 4
-        assert callback.resets == (8 if resetting else 0)
+        # Requested before updates 50, 100, 150, 200: the critic resets in those updates, the actor (stepping in
+        # odd updates 1, 3, ...) in the next one: 4 + 4.
+        assert callback.resets == (8 if callback is resetting(callbacks) else 0)
     assert all(torch.isfinite(p).all() for p in agent.parameters())
 
 
@@ -297,7 +297,8 @@ def test_same_seed_same_run_on_cpu():
         agent = tiny_sac(total_steps=250, seed=3)
         callbacks = method_callbacks("regrama", reset_every=50, grama_tau=0.1)
         fit(agent, callbacks)
-        return agent.state_dict(), callbacks[0].resets, callbacks[0].last_metrics
+        grama, _ = monitors(callbacks)
+        return agent.state_dict(), grama.resets, grama.last_metrics
 
     (a, resets_a, logs_a), (b, resets_b, logs_b) = run(), run()
     assert resets_a == resets_b == 3 and logs_a == logs_b

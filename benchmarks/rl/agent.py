@@ -1,4 +1,4 @@
-"""``OffPolicyAgent``: the LightningModule base of replay-based agents (SAC now; BRO-net and DACER build on it).
+"""``OffPolicyAgent``: the abstract LightningModule base of replay-based agents (SAC, BRO-net, DACER).
 
 It owns what every off-policy agent shares: the training environment, the replay buffer on the training device,
 the environment-driven data loop (:mod:`benchmarks.rl.loop`) and its own counters. Lightning's ``global_step``
@@ -10,26 +10,75 @@ Checkpoints hold the counters, the update credit and, with ``checkpoint_buffer=T
 buffer's stored rows, so that a resumed run trains on the same data. With ``checkpoint_buffer=False`` checkpoints
 stay small and a resumed run refills the buffer with ``learning_starts`` steps of its current policy before it
 updates again. The environment itself cannot be saved: a resumed run starts new episodes.
+
+The interface an agent implements (and all that the runner, the evaluation, the methods and ``perf.py`` use):
+``act`` (exploration), ``act_deterministic`` (evaluation), ``networks`` (the trained networks the callbacks may
+score and reset, by attribute name), ``configure_optimizers`` and ``update`` (one update from a batch, given the
+optimizers and a backward function, so that the same arithmetic runs under Lightning and in a plain loop).
 """
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Mapping
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from benchmarks.rl.envs import make_env
 from benchmarks.rl.loop import Collector, ReplayLoop
+from benchmarks.rl.networks import NetworkConfig
 from benchmarks.rl.replay import ReplayBuffer, Transition
 
 
 def _as_is(batch: Transition) -> Transition:
     return batch
+
+
+Backward = Callable[[Tensor], None]
+
+
+def polyak(targets: Sequence[Tensor], sources: Sequence[Tensor], tau: float) -> None:
+    """``target += tau * (source - target)`` for every pair, one fused op, under ``no_grad``."""
+    with torch.no_grad():
+        torch._foreach_lerp_(list(targets), list(sources), tau)
+
+
+def check_hyperparameters(
+    unit: Mapping[str, float] | None = None,
+    positive: Mapping[str, float] | None = None,
+    non_negative: Mapping[str, float] | None = None,
+    counts: Mapping[str, int] | None = None,
+) -> None:
+    """Validate agent hyperparameters by kind, naming the first bad one.
+
+    Args:
+        unit: Values in ``(0, 1]`` (discounts, Polyak steps).
+        positive: Values ``> 0`` (learning rates).
+        non_negative: Values ``>= 0`` (weights that 0 switches off).
+        counts: Positive integers (periods, sizes).
+
+    Raises:
+        ValueError: On the first value out of its range.
+    """
+    for name, value in (unit or {}).items():
+        if not 0 < value <= 1:
+            raise ValueError(f"`{name}` must be in (0, 1], got {value!r}.")
+    for name, value in (positive or {}).items():
+        if not value > 0:
+            raise ValueError(f"`{name}` must be > 0, got {value!r}.")
+    for name, value in (non_negative or {}).items():
+        if not value >= 0:
+            raise ValueError(f"`{name}` must be >= 0, got {value!r}.")
+    for name, value in (counts or {}).items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
 
 
 def _check_positive(name: str, value: Any, fix: str, integer: bool = True, allow_zero: bool = False) -> None:
@@ -42,12 +91,14 @@ def _check_positive(name: str, value: Any, fix: str, integer: bool = True, allow
         )
 
 
-class OffPolicyAgent(pl.LightningModule):
+class OffPolicyAgent(pl.LightningModule, ABC):
     """An agent trained from a replay buffer that its own environment loop fills.
 
-    Subclasses build their networks in ``__init__`` (``self.obs_dim``/``self.act_dim`` are known by then), define
-    :meth:`act` (the exploration policy), ``configure_optimizers`` and ``training_step`` (one update on a
-    :class:`~benchmarks.rl.replay.Transition` batch, incrementing nothing: the base class counts).
+    Subclasses build their networks in ``__init__`` (``self.obs_dim``/``self.act_dim`` are known by then) and
+    define :meth:`act`, :meth:`act_deterministic`, :meth:`networks`, ``configure_optimizers`` (a list) and
+    :meth:`update` (one update on a :class:`~benchmarks.rl.replay.Transition` batch, incrementing nothing: the
+    base class counts). Optimisation is manual: ``training_step`` calls :meth:`update` with Lightning's optimizers
+    and ``manual_backward``, so that callbacks see every optimizer step.
 
     Args:
         env_id: A gymnasium id (``"HalfCheetah-v5"``) or ``"dmc:<domain>-<task>"`` (``"dmc:dog-walk"``).
@@ -65,6 +116,9 @@ class OffPolicyAgent(pl.LightningModule):
         ValueError: On an invalid argument or an unknown environment.
     """
 
+    #: The networks the benchmark resets by default (keys of :meth:`networks`).
+    RESET_NETWORKS: ClassVar[tuple[str, ...]] = ("critic",)
+
     def __init__(
         self,
         env_id: str = "HalfCheetah-v5",
@@ -78,12 +132,19 @@ class OffPolicyAgent(pl.LightningModule):
         checkpoint_buffer: bool = True,
     ) -> None:
         super().__init__()
+        self.automatic_optimization = False
         _check_positive("total_steps", total_steps, "the number of environment steps to train for")
         _check_positive("learning_starts", learning_starts, "use 0 to act with the policy from the start", True, True)
         _check_positive("replay_ratio", replay_ratio, "e.g. 1 (one update per step) or 0.5", integer=False)
         _check_positive("batch_size", batch_size, "e.g. 256")
         _check_positive("num_envs", num_envs, "e.g. 1")
         _check_positive("buffer_size", buffer_size, "e.g. 1_000_000")
+        if learning_starts >= total_steps:
+            raise ValueError(
+                f"`learning_starts={learning_starts}` is not below `total_steps={total_steps}`: the run would end "
+                "before its first update. Lower learning_starts (--learning-starts on the command line) or raise "
+                "total_steps (--steps)."
+            )
         if buffer_size < max(learning_starts, batch_size, num_envs):
             raise ValueError(
                 f"`buffer_size={buffer_size}` must hold at least learning_starts, batch_size and num_envs "
@@ -112,9 +173,48 @@ class OffPolicyAgent(pl.LightningModule):
         self._clock: tuple[float, int, int] | None = None
 
     # -- to be defined by the agent -------------------------------------------------------------------------
+    @abstractmethod
     def act(self, obs: Tensor) -> Tensor:
         """The exploration policy: actions in ``[-1, 1]`` for a batch of observations on the module's device."""
-        raise NotImplementedError(f"{type(self).__name__} must define act(obs) -> actions in [-1, 1].")
+
+    @abstractmethod
+    def act_deterministic(self, obs: Tensor) -> Tensor:
+        """The evaluation policy: actions in ``[-1, 1]``, reproducible for the same observations."""
+
+    @abstractmethod
+    def networks(self) -> dict[str, nn.Module]:
+        """The trained networks by attribute name (``{"critic": ..., "actor": ...}``); targets excluded."""
+
+    @abstractmethod
+    def update(self, batch: Transition, optimizers: Sequence[Any], backward: Backward) -> dict[str, Any]:
+        """One update on ``batch``: losses, ``backward(loss)`` and ``optimizer.step()`` calls, target updates.
+
+        Args:
+            batch: Replay transitions on the module's device.
+            optimizers: The optimizers of ``configure_optimizers``, in order (Lightning's wrappers or the bare ones).
+            backward: ``manual_backward`` under Lightning, ``Tensor.backward`` in a plain loop.
+
+        Returns:
+            Values to log (tensors are read only on logging updates, in one host sync).
+        """
+
+    def training_step(self, batch: Transition, batch_idx: int) -> None:
+        """One :meth:`update` with Lightning's optimizers; its values are logged every ``log_every_n_steps``."""
+        optimizers = self.optimizers()
+        logs = self.update(batch, optimizers if isinstance(optimizers, list) else [optimizers], self.manual_backward)
+        if self.should_log():
+            self.write_logs({**logs, **self.throughput()})
+
+    def save_hyperparameters_with_networks(self, **networks: Any) -> list[NetworkConfig]:
+        """``save_hyperparameters``, with the network configs stored as plain dicts (``weights_only`` loading).
+
+        Returns:
+            The configs, in the order given (dicts of fields and ``None`` accepted, see ``NetworkConfig.of``).
+        """
+        configs = [NetworkConfig.of(v) for v in networks.values()]
+        self.save_hyperparameters(ignore=list(networks), frame=inspect.currentframe().f_back)
+        self.hparams.update({k: asdict(c) for k, c in zip(networks, configs, strict=True)})
+        return configs
 
     # -- the data loop ------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:

@@ -121,24 +121,38 @@ def make_network(in_dim: int, out_dim: int, config: NetworkConfig) -> nn.Sequent
 
 
 class QNetwork(nn.Module):
-    """``Q(s, a)``: the network reads the concatenated observation and action."""
+    """``Q(s, a)``: the network reads the concatenated observation and action.
 
-    def __init__(self, obs_dim: int, act_dim: int, config: NetworkConfig) -> None:
+    Args:
+        obs_dim: Observation features.
+        act_dim: Action dimensions.
+        config: Hidden layers.
+        outputs: Values per state-action pair: 1 (a scalar Q, returned as ``(batch,)``) or more (quantiles, a
+            mean and a standard deviation...: ``(batch, outputs)``).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, config: NetworkConfig, outputs: int = 1) -> None:
         super().__init__()
-        self.net = make_network(obs_dim + act_dim, 1, config)
+        self.outputs = outputs
+        self.net = make_network(obs_dim + act_dim, outputs, config)
 
     def forward(self, obs: Tensor, action: Tensor) -> Tensor:
-        """Q values, shape ``(batch,)``."""
-        return self.net(torch.cat([obs, action], -1)).squeeze(-1)
+        """Q values, shape ``(batch,)`` (``(batch, outputs)`` with several outputs)."""
+        out = self.net(torch.cat([obs, action], -1))
+        return out.squeeze(-1) if self.outputs == 1 else out
 
 
 class TwinQ(nn.Module):
-    """Two independent Q networks (clipped double Q-learning)."""
+    """Two independent Q networks (clipped double Q-learning).
 
-    def __init__(self, obs_dim: int, act_dim: int, config: NetworkConfig) -> None:
+    They stay two sets of ``nn.Linear`` modules, not one batched (vmapped) ensemble: the reset callbacks trace,
+    score and reset ``nn.Linear``/``Conv`` neurons.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, config: NetworkConfig, outputs: int = 1) -> None:
         super().__init__()
-        self.q1 = QNetwork(obs_dim, act_dim, config)
-        self.q2 = QNetwork(obs_dim, act_dim, config)
+        self.q1 = QNetwork(obs_dim, act_dim, config, outputs)
+        self.q2 = QNetwork(obs_dim, act_dim, config, outputs)
 
     def forward(self, obs: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
         """Both critics' Q values."""

@@ -1,15 +1,16 @@
-"""Speed of the Lightning SAC against the same SAC written as a plain PyTorch loop, in one process.
+"""Speed of a Lightning agent against the same agent's update written as a plain PyTorch loop, in one process.
 
 Both sides do the same work per iteration: one environment step with the current policy (through the same
-:class:`~benchmarks.rl.loop.Collector` and replay buffer), one replay sample, one SAC update (the agent's own loss
-methods, so the arithmetic is identical). The Lightning side runs ``trainer.fit`` on the agent; the plain side
-calls ``loss.backward()`` and ``optimizer.step()`` on its own Adam optimizers. Blocks of each alternate, so the
-machine's drift hits both alike; the ratio of their medians is printed (> 1: Lightning is faster).
+:class:`~benchmarks.rl.loop.Collector` and replay buffer), one replay sample, one update (the agent's own
+``update``, so the arithmetic is identical). The Lightning side runs ``trainer.fit`` on the agent; the plain side
+calls ``update`` with the bare optimizers and ``Tensor.backward``. Blocks of each alternate, so the machine's drift
+hits both alike; the ratio of their medians is printed (> 1: Lightning is faster). The replay ratio is 1 on both
+sides (updates per second is the measure).
 
 Run:
-    python -m benchmarks.rl.perf                                   # HalfCheetah-v5, CPU
-    python -m benchmarks.rl.perf --env dmc:dog-walk --blocks 3
-    python -m benchmarks.rl.perf --accelerator gpu
+    python -m benchmarks.rl.perf                                   # SAC, HalfCheetah-v5, CPU
+    python -m benchmarks.rl.perf --agent bro --env dmc:dog-walk --blocks 3
+    python -m benchmarks.rl.perf --agent dacer --accelerator gpu
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import lightning.pytorch as pl
 import torch
 
 from benchmarks.common import prepare
-from benchmarks.rl.sac import SAC
+from benchmarks.rl.agent import OffPolicyAgent
+from benchmarks.rl.registry import AGENTS
 
 
 class _Timer(pl.Callback):
@@ -42,7 +44,7 @@ class _Timer(pl.Callback):
         self.elapsed, self.count = time.perf_counter() - self.start, pl_module.updates - self.count
 
 
-def lightning_block(agent: SAC, updates: int, warmup: int, accelerator: str) -> float:
+def lightning_block(agent: OffPolicyAgent, updates: int, warmup: int, accelerator: str) -> float:
     """Updates per second of ``trainer.fit`` over ``updates`` more updates (one environment step each)."""
     agent.total_steps = agent.env_steps + updates + warmup
     timer = _Timer(warmup)
@@ -61,25 +63,14 @@ def lightning_block(agent: SAC, updates: int, warmup: int, accelerator: str) -> 
     return timer.count / timer.elapsed
 
 
-def plain_block(agent: SAC, optimizers: list[torch.optim.Optimizer], updates: int) -> float:
-    """Updates per second of the same update written as a plain PyTorch loop."""
-    critic_opt, actor_opt = optimizers
+def plain_block(agent: OffPolicyAgent, optimizers: list[torch.optim.Optimizer], updates: int) -> float:
+    """Updates per second of the same update called from a plain PyTorch loop."""
     buffer = agent.collector.buffer
     start = time.perf_counter()
-    for i in range(updates):
+    for _ in range(updates):
         agent.collect()
-        batch = buffer.sample(agent.batch_size)
-        q_loss, _ = agent.critic_loss(batch)
-        critic_opt.zero_grad()
-        q_loss.backward()
-        critic_opt.step()
-        if i % agent.policy_frequency == 0:
-            for _ in range(agent.policy_frequency):
-                pi_loss, _ = agent.actor_loss(batch.obs)
-                actor_opt.zero_grad()
-                pi_loss.backward()
-                actor_opt.step()
-        agent.update_targets()
+        agent.updates += 1  # the agent's schedules (delayed actor steps) read this counter
+        agent.update(buffer.sample(agent.batch_size), optimizers, torch.Tensor.backward)
     if agent.device.type == "cuda":
         torch.cuda.synchronize()
     return updates / (time.perf_counter() - start)
@@ -87,6 +78,7 @@ def plain_block(agent: SAC, optimizers: list[torch.optim.Optimizer], updates: in
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agent", choices=sorted(AGENTS), default="sac")
     parser.add_argument("--env", default="HalfCheetah-v5")
     parser.add_argument("--updates", type=int, default=300, help="updates per timed block")
     parser.add_argument("--warmup", type=int, default=20, help="untimed updates at the start of each block")
@@ -97,7 +89,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     prepare(args.threads)
     pl.seed_everything(0, verbose=False)
-    agent = SAC(args.env, total_steps=1, learning_starts=1_000, buffer_size=100_000)
+    agent = AGENTS[args.agent](
+        args.env, total_steps=10**9, learning_starts=1_000, replay_ratio=1.0, buffer_size=100_000
+    )
     # A first fit fills the buffer with random steps and moves the agent to the device.
     lightning_block(agent, updates=agent.learning_starts, warmup=0, accelerator=args.accelerator)
     optimizers = agent.configure_optimizers()  # the same optimizers, not wrapped by Lightning
@@ -108,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rates["plain"].append(plain_block(agent, optimizers, args.updates))
     lightning, plain = statistics.median(rates["lightning"]), statistics.median(rates["plain"])
     result = {
+        "agent": args.agent,
         "env": args.env,
         "device": str(agent.device),
         "threads": args.threads,
@@ -119,8 +114,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "per_block": rates,
     }
     print(
-        f"{args.env} on {agent.device}: Lightning SAC {lightning:.1f} updates/s, plain loop {plain:.1f} updates/s "
-        f"(one environment step each); ratio {lightning / plain:.3f} (median of {args.blocks} blocks each)"
+        f"{args.agent} on {args.env}, {agent.device}: Lightning {lightning:.1f} updates/s, "
+        f"plain loop {plain:.1f} updates/s (one environment step each); "
+        f"ratio {lightning / plain:.3f} (median of {args.blocks} blocks each)"
     )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

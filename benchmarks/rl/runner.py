@@ -11,12 +11,10 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from benchmarks.rl.agent_args import agent_defaults
 from benchmarks.rl.evaluation import EnvStepsProgressBar, Evaluation
-from benchmarks.rl.methods import method_callbacks
-from benchmarks.rl.networks import NetworkConfig
-from benchmarks.rl.sac import SAC
-
-AGENTS: dict[str, type[SAC]] = {"sac": SAC}
+from benchmarks.rl.methods import method_callbacks, monitors
+from benchmarks.rl.registry import agent_class
 
 
 @dataclass
@@ -26,13 +24,8 @@ class RunConfig:
     agent: str = "sac"
     env: str = "HalfCheetah-v5"
     steps: int = 1_000_000
-    learning_starts: int = 5_000
-    replay_ratio: float = 1.0
-    batch_size: int = 256
-    buffer_size: int = 1_000_000
-    num_envs: int = 1
-    network: NetworkConfig = field(default_factory=NetworkConfig)
-    networks: tuple[str, ...] = ("critic",)
+    agent_args: dict[str, Any] = field(default_factory=dict)  # the agent's hyperparameters; defaults otherwise
+    networks: tuple[str, ...] | None = None  # networks to reset; None: the agent's RESET_NETWORKS
     reset_every: int = 1000
     grama_tau: float = 0.01
     redo_tau: float = 0.02
@@ -69,27 +62,25 @@ def run(config: RunConfig, method: str, seed: int) -> dict[str, Any]:
     Raises:
         ValueError: On an unknown agent, method or environment.
     """
-    if config.agent not in AGENTS:
-        raise ValueError(f"`agent` must be one of {sorted(AGENTS)}, got {config.agent!r}.")
+    cls = agent_class(config.agent)
     folder = run_dir(config, method, seed)
     pl.seed_everything(seed, verbose=False)
-    agent = AGENTS[config.agent](
-        env_id=config.env,
-        total_steps=config.steps,
-        learning_starts=config.learning_starts,
-        replay_ratio=config.replay_ratio,
-        batch_size=config.batch_size,
-        buffer_size=min(config.buffer_size, config.steps),
-        num_envs=config.num_envs,
-        seed=seed,
-        checkpoint_buffer=config.checkpoint_buffer,
-        actor_net=config.network,
-        critic_net=config.network,
+    kwargs = dict(config.agent_args)
+    # A short run needs no million-row buffer (it is preallocated).
+    kwargs["buffer_size"] = min(kwargs.get("buffer_size", agent_defaults(cls)["buffer_size"]), config.steps)
+    agent = cls(
+        env_id=config.env, total_steps=config.steps, seed=seed, checkpoint_buffer=config.checkpoint_buffer, **kwargs
     )
+    networks = tuple(config.networks or cls.RESET_NETWORKS)
+    unknown = sorted(set(networks) - set(agent.networks()))
+    if unknown:
+        raise ValueError(
+            f"`networks` {unknown} are not networks of {cls.__name__}; choose among {sorted(agent.networks())}."
+        )
     callbacks: list[pl.Callback] = list(
         method_callbacks(
             method,  # type: ignore[arg-type]
-            config.networks,
+            networks,
             config.reset_every,
             config.grama_tau,
             config.redo_tau,
@@ -124,7 +115,7 @@ def run(config: RunConfig, method: str, seed: int) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     trainer.save_checkpoint(folder / "last.ckpt")
     agent.close()
-    grama, redo = callbacks[0], callbacks[1]
+    grama, redo = monitors(callbacks)
     summary = {
         "agent": config.agent,
         "env": config.env,
@@ -143,6 +134,7 @@ def run(config: RunConfig, method: str, seed: int) -> dict[str, Any]:
         "env_steps_per_s": agent.env_steps / seconds,
         "updates_per_s": agent.updates / seconds,
         "device": str(agent.device),
+        "networks": list(networks),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
     }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -2,28 +2,36 @@
 
 Twin critics with Polyak-averaged targets, a tanh-squashed Gaussian actor, automatic entropy tuning towards
 ``-|A|`` and delayed policy updates (every ``policy_frequency`` updates, that many actor steps). Optimisation is
-manual: two optimizers (critic; actor and temperature) step in one ``training_step``, so Lightning's
-``global_step`` advances by up to three per update (critic once, actor ``policy_frequency`` times every
-``policy_frequency`` updates); the agent's own ``updates`` and ``env_steps`` are the
-counters to read.
+manual: two optimizers (critic; actor and temperature) step in one update, so Lightning's ``global_step`` advances
+by up to three per update; the agent's own ``updates`` and ``env_steps`` are the counters to read.
 
 The actor loss is taken with the critics' parameters frozen, so it adds nothing to their gradients: a critic's
 GraMa score (read when the critic optimizer steps) comes from the critic loss alone, and no backward pass is
 spent on gradients nobody uses.
+
+Where this differs from CleanRL's ``sac_continuous_action.py`` (none changes what is optimised):
+
+* Actions live in ``[-1, 1]`` (the environments are rescaled by :func:`~benchmarks.rl.envs.make_env`), so there
+  is no action scale/bias; the tanh correction of the log-probability is the exact ``2 (log 2 - x -
+  softplus(-2x))`` instead of ``log(1 - tanh(x)^2 + 1e-6)``.
+* The temperature's loss reuses the log-probabilities of the actor's own loss (CleanRL draws a fresh sample
+  after the actor step), and the temperature is a parameter group of the actor's Adam (learning rate ``q_lr``,
+  as CleanRL's separate Adam: Adam is element-wise, so one step of the group is the same arithmetic).
+* Updates are counted per training batch, not per environment step (the same at replay ratio 1).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
-from benchmarks.rl.agent import OffPolicyAgent
+from benchmarks.rl.agent import Backward, OffPolicyAgent, check_hyperparameters, polyak
 from benchmarks.rl.networks import NetworkConfig, SquashedGaussianActor, TwinQ
 from benchmarks.rl.replay import Transition
 
@@ -49,7 +57,8 @@ class SAC(OffPolicyAgent):
         q_lr: Critic (and temperature) learning rate.
         policy_frequency: Actor update period in updates (and actor steps per period).
         target_network_frequency: Target update period in updates.
-        alpha: Entropy temperature, or its initial value with ``autotune``.
+        alpha: Fixed entropy temperature without ``autotune`` (with it the temperature starts at 1, log-alpha 0,
+            as in CleanRL).
         autotune: Learn the temperature towards the target entropy ``-|A|``.
 
     Raises:
@@ -62,7 +71,7 @@ class SAC(OffPolicyAgent):
         ...                      enable_model_summary=False)
         >>> trainer.fit(agent)
         >>> agent.env_steps, agent.updates
-        (300, 200)
+        (300, 201)
     """
 
     def __init__(
@@ -76,8 +85,8 @@ class SAC(OffPolicyAgent):
         num_envs: int = 1,
         seed: int = 0,
         checkpoint_buffer: bool = True,
-        actor_net: NetworkConfig | None = None,
-        critic_net: NetworkConfig | None = None,
+        actor_net: NetworkConfig | None = NetworkConfig(),  # noqa: B008 (frozen: a safe default)
+        critic_net: NetworkConfig | None = NetworkConfig(),  # noqa: B008
         gamma: float = 0.99,
         tau: float = 0.005,
         policy_lr: float = 3e-4,
@@ -98,27 +107,17 @@ class SAC(OffPolicyAgent):
             seed,
             checkpoint_buffer,
         )
-        for name, value, low, high in (("gamma", gamma, 0, 1), ("tau", tau, 0, 1)):
-            if not low < value <= high:
-                raise ValueError(f"`{name}` must be in ({low}, {high}], got {value!r}.")
-        for name, value in (("policy_lr", policy_lr), ("q_lr", q_lr), ("alpha", alpha)):
-            if not value > 0:
-                raise ValueError(f"`{name}` must be > 0, got {value!r}.")
-        for name, value in (
-            ("policy_frequency", policy_frequency),
-            ("target_network_frequency", target_network_frequency),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        actor_net, critic_net = NetworkConfig.of(actor_net), NetworkConfig.of(critic_net)
-        # Saved as plain dicts, so that checkpoints load with torch.load(weights_only=True).
-        self.save_hyperparameters(ignore=["actor_net", "critic_net"])
-        self.hparams.update(actor_net=asdict(actor_net), critic_net=asdict(critic_net))
-        self.automatic_optimization = False
+        check_hyperparameters(
+            unit={"gamma": gamma, "tau": tau},
+            positive={"policy_lr": policy_lr, "q_lr": q_lr, "alpha": alpha},
+            counts={"policy_frequency": policy_frequency, "target_network_frequency": target_network_frequency},
+        )
+        actor_net, critic_net = self.save_hyperparameters_with_networks(actor_net=actor_net, critic_net=critic_net)
         self.actor = SquashedGaussianActor(self.obs_dim, self.act_dim, actor_net)
         self.critic = TwinQ(self.obs_dim, self.act_dim, critic_net)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = nn.Parameter(torch.tensor(math.log(alpha)), requires_grad=autotune)
+        # CleanRL: log-alpha starts at 0 when tuned; the fixed alpha only applies without autotune.
+        self.log_alpha = nn.Parameter(torch.tensor(0.0 if autotune else math.log(alpha)), requires_grad=autotune)
         self.target_entropy = -float(self.act_dim)
         self.gamma, self.tau = gamma, tau
         self.policy_lr, self.q_lr = policy_lr, q_lr
@@ -133,6 +132,10 @@ class SAC(OffPolicyAgent):
     def act_deterministic(self, obs: Tensor) -> Tensor:
         """The evaluation action: the squashed mean."""
         return self.actor.deterministic(obs)
+
+    def networks(self) -> dict[str, nn.Module]:
+        """The twin critic and the actor."""
+        return {"critic": self.critic, "actor": self.actor}
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """Critic optimizer, then one for the actor and (with ``autotune``) the temperature.
@@ -177,28 +180,26 @@ class SAC(OffPolicyAgent):
         """Polyak averaging, one fused op over all target parameters."""
         if self._polyak is None:  # parameters are updated in place (resets too), never replaced: list them once
             self._polyak = (list(self.critic_target.parameters()), list(self.critic.parameters()))
-        with torch.no_grad():
-            torch._foreach_lerp_(*self._polyak, self.tau)
+        polyak(*self._polyak, self.tau)
 
     # -- one update ---------------------------------------------------------------------------------------
-    def training_step(self, batch: Transition, batch_idx: int) -> None:
+    def update(self, batch: Transition, optimizers: Sequence[Any], backward: Backward) -> dict[str, Any]:
         """Critic step; every ``policy_frequency`` updates, that many actor (and temperature) steps."""
-        critic_opt, actor_opt = self.optimizers()
+        critic_opt, actor_opt = optimizers
         q_loss, q_mean = self.critic_loss(batch)
         critic_opt.zero_grad()
-        self.manual_backward(q_loss)
+        backward(q_loss)
         critic_opt.step()
-        logs: dict[str, Any] = {}
+        logs: dict[str, Any] = {"train/critic_loss": q_loss, "train/q": q_mean}
         update = self.updates - 1  # this update's index, from 0
         if update % self.policy_frequency == 0:
             for _ in range(self.policy_frequency):
                 pi_loss, entropy = self.actor_loss(batch.obs)
                 actor_opt.zero_grad()
-                self.manual_backward(pi_loss)
+                backward(pi_loss)
                 actor_opt.step()
-            logs = {"train/actor_loss": pi_loss, "train/entropy": entropy}
+            logs.update({"train/actor_loss": pi_loss, "train/entropy": entropy})
         if update % self.target_network_frequency == 0:
             self.update_targets()
-        if self.should_log():
-            logs.update({"train/critic_loss": q_loss, "train/q": q_mean, "train/alpha": self.log_alpha.detach().exp()})
-            self.write_logs({**logs, **self.throughput()})
+        logs["train/alpha"] = self.log_alpha.detach().exp()
+        return logs

@@ -1,0 +1,101 @@
+"""An agent's hyperparameters as command-line options, read from its ``__init__`` signature and type hints.
+
+Every parameter becomes ``--name-with-dashes`` with the agent's own default (shown in ``--help``); a
+:class:`~benchmarks.rl.networks.NetworkConfig` parameter becomes one option per field (``--critic-net-width``).
+Parameters the run itself sets (environment, step budget, seed, checkpointing) are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import re
+import types
+import typing
+from typing import Any, Literal
+
+from benchmarks.rl.agent import OffPolicyAgent
+from benchmarks.rl.networks import NetworkConfig
+
+RUN_OWNED = ("env_id", "total_steps", "seed", "checkpoint_buffer")
+
+
+def agent_defaults(agent: type[OffPolicyAgent]) -> dict[str, Any]:
+    """Defaults of the agent's hyperparameters (those not set by the run).
+
+    Example:
+        >>> from benchmarks.rl.bro import BRO
+        >>> agent_defaults(BRO)["batch_size"], agent_defaults(BRO)["critic_net"].depth
+        (128, 2)
+    """
+    params = inspect.signature(agent.__init__).parameters
+    return {n: p.default for n, p in params.items() if n != "self" and n not in RUN_OWNED}
+
+
+def _plain(hint: Any) -> Any:
+    """``X | None`` -> ``X``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+def argument_help(cls: type) -> dict[str, str]:
+    """The first sentence of each argument in a Google-style docstring's ``Args:`` section."""
+    doc = inspect.getdoc(cls) or ""
+    section = re.search(r"^(?:Args|Attributes):\n(.*?)(?:^\S|\Z)", doc, re.S | re.M)
+    helps: dict[str, str] = {}
+    for match in re.finditer(r"^ {4}(\w+): (.+?)(?=^ {4}\w+: |\Z)", section.group(1) if section else "", re.S | re.M):
+        text = " ".join(match.group(2).split())
+        helps[match.group(1)] = text.split(". ")[0].rstrip(".")
+    return helps
+
+
+def _add(group: argparse._ArgumentGroup, flag: str, dest: str, hint: Any, default: Any, text: str) -> None:
+    hint = _plain(hint)
+    common = {"dest": dest, "default": default, "help": text or "-"}  # a help text, so that the default is shown
+    if hint is bool:
+        group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+    elif typing.get_origin(hint) is Literal:
+        group.add_argument(flag, choices=typing.get_args(hint), **common)
+    elif typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        group.add_argument(flag, type=item, nargs="*", metavar=item.__name__.upper(), **common)
+    elif hint in (int, float, str):
+        group.add_argument(flag, type=hint, metavar=hint.__name__.upper(), **common)
+    else:
+        raise TypeError(f"No command-line form for {dest}: {hint!r}")
+
+
+def add_agent_arguments(parser: argparse.ArgumentParser, agent: type[OffPolicyAgent]) -> None:
+    """Add one option per hyperparameter of ``agent`` (destinations ``agent.<name>`` / ``agent.<net>.<field>``)."""
+    hints = typing.get_type_hints(agent.__init__)
+    helps, net_helps = argument_help(agent), argument_help(NetworkConfig)
+    net_hints = typing.get_type_hints(NetworkConfig)
+    group = parser.add_argument_group(f"{agent.__name__} hyperparameters (python -m benchmarks.rl --agent NAME --help)")
+    for name, default in agent_defaults(agent).items():
+        flag = "--" + name.replace("_", "-")
+        if _plain(hints[name]) is NetworkConfig:
+            for field in dataclasses.fields(NetworkConfig):
+                dest = f"agent.{name}.{field.name}"
+                text = f"{name}: {net_helps.get(field.name, '')}"
+                field_flag = f"{flag}-{field.name.replace('_', '-')}"
+                _add(group, field_flag, dest, net_hints[field.name], getattr(default, field.name), text)
+        else:
+            _add(group, flag, f"agent.{name}", hints[name], default, helps.get(name, ""))
+
+
+def read_agent_arguments(args: argparse.Namespace, agent: type[OffPolicyAgent]) -> dict[str, Any]:
+    """The agent's keyword arguments from parsed options (networks rebuilt as ``NetworkConfig``)."""
+    values = vars(args)
+    kwargs: dict[str, Any] = {}
+    for name, default in agent_defaults(agent).items():
+        if isinstance(default, NetworkConfig):
+            fields = {f.name: values[f"agent.{name}.{f.name}"] for f in dataclasses.fields(NetworkConfig)}
+            kwargs[name] = NetworkConfig(**fields)
+        else:
+            value = values[f"agent.{name}"]
+            kwargs[name] = tuple(value) if isinstance(default, tuple) else value
+    return kwargs
