@@ -335,6 +335,7 @@ class TopologyTracer(TorchFunctionMode):
                 self._params.setdefault(
                     id(param), (clean_name(module_name), module) if is_weight else (qualified, None)
                 )
+        self._constants = {id(t) for t in (*model.parameters(), *model.buffers())}  # the model's own tensors
         self._ids: dict[int, tuple[Tensor, Tensor]] = {}  # id(tensor) -> (tensor kept alive, neuron ids)
         self._nodes: dict[int, tuple[_Call, int]] = {}  # id(tensor) -> (layer call, node index)
         self._calls: list[_Call] = []
@@ -399,7 +400,7 @@ class TopologyTracer(TorchFunctionMode):
                     self._mixed[id(t)] = frozenset(mixed)
         if tainted:  # a mapped path meeting an unmapped one: the unmapped readers stay unmapped downstream
             self._mark_tainted(out, tainted, name)
-        self._extend(name, mapped, out)
+        self._extend(name, flat, mapped, out)
 
     def _apply(self, name: str, rule: Any, func: Any, args: tuple, kwargs: dict, out: Any, mapped: list) -> Any:
         if callable(rule):
@@ -629,12 +630,17 @@ class TopologyTracer(TorchFunctionMode):
             layer.norms.append(hit)
 
     # -- ReDo's value -----------------------------------------------------------------------------------
-    def _extend(self, name: str, mapped: list[Tensor], out: Any) -> None:
-        """Follow values that still derive from one layer call alone; finish the calls whose value left."""
+    def _extend(self, name: str, flat: list[Tensor], mapped: list[Tensor], out: Any) -> None:
+        """Follow values that still derive from one layer call and the model's own parameters alone.
+
+        A value combined with data (``x - c * eps`` in a diffusion chain, an input added back) is no longer the
+        neuron's activation: the call's value ends before it.
+        """
         hits = [self._nodes.get(id(t)) for t in mapped]
         calls = {id(h[0]): h[0] for h in hits if h is not None}
         call = next(iter(calls.values())) if len(calls) == 1 else None
         pure = call is not None and not call.done and all(h is not None for h in hits) and isinstance(out, Tensor)
+        pure = pure and all(id(t) in self._nodes or id(t) in self._constants or t.dim() == 0 for t in flat)
         if pure:
             ids = self._ids[id(out)][1]
             start = self._offsets[call.layer]

@@ -470,7 +470,8 @@ KIND_CASES = {
     "activation": (lambda h: F.gelu(h), False, [0, 1, 2, 3], "gelu"),
     "elementwise": (lambda h: h.abs().clamp(max=3.0), False, [0, 1, 2, 3], "abs+clamp"),
     "norm": (lambda h: F.layer_norm(h, (4,)), False, [0, 1, 2, 3], "layer_norm"),
-    "binary": (lambda h: h * 2.0 + torch.ones(4), False, [0, 1, 2, 3], "mul+add"),
+    # Data joined in (ones(4): no parameter of the model) ends ReDo's value; the ids still flow through.
+    "binary": (lambda h: h * 2.0 + torch.ones(4), False, [0, 1, 2, 3], "mul"),
     "identity": (lambda h: h.clone().contiguous(), False, [0, 1, 2, 3], "identity"),
     "dropout": (lambda h: F.dropout(h, 0.5), False, [0, 1, 2, 3], "identity"),
     "layout": (lambda h: h.flip(-1), False, [3, 2, 1, 0], "identity"),
