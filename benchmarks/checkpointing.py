@@ -147,21 +147,29 @@ class RandomState(pl.Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
+def _entry(checkpoint: str | Path, key: str) -> dict[str, Any]:
+    # mmap: a checkpoint with a replay buffer can be gigabytes; only the small entry is read
+    return torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get(key, {})
+
+
 def saved_log_positions(checkpoint: str | Path) -> dict[str, Any]:
     """The step and CSV row counts :class:`PeriodicCheckpoint` stored in ``checkpoint`` (empty if none)."""
-    return torch.load(checkpoint, map_location="cpu", weights_only=True).get(LOGS_KEY, {})
+    return _entry(checkpoint, LOGS_KEY)
 
 
-def truncate_csv(path: Path, rows: int) -> list[str]:
-    """Keep the header and the first ``rows`` rows of a CSV file; return the header."""
+def saved_counters(checkpoint: str | Path | None, key: str, **defaults: int) -> dict[str, int]:
+    """The integer entries named by ``defaults`` of ``checkpoint[key]`` (the defaults without a checkpoint)."""
+    saved = _entry(checkpoint, key) if checkpoint is not None else {}
+    return {name: int(saved.get(name, value)) for name, value in defaults.items()}
+
+
+def _read_csv(path: Path, rows: int) -> tuple[list[str], list[list[str]]]:
+    """The header and the first ``rows`` rows of a CSV file (nothing if it does not exist)."""
     if not path.exists():
-        return []
+        return [], []
     with path.open(newline="") as f:
         lines = list(csv.reader(f))
-    header, kept = (lines[0], lines[1 : rows + 1]) if lines else ([], [])
-    with path.open("w", newline="") as f:
-        csv.writer(f).writerows([header, *kept] if header else [])
-    return header
+    return (lines[0], lines[1 : rows + 1]) if lines else ([], [])
 
 
 def resume_csv_loggers(loggers: list[Logger], checkpoint: str | Path) -> None:
@@ -178,7 +186,12 @@ def resume_csv_loggers(loggers: list[Logger], checkpoint: str | Path) -> None:
     for logger in loggers:
         if isinstance(logger, CSVLogger):
             path = Path(logger.log_dir) / "metrics.csv"
-            logger.experiment.metrics_keys = truncate_csv(path, rows.get(str(path), 0))
+            header, kept = _read_csv(path, rows.get(str(path), 0))
+            writer = logger.experiment  # made now: it deletes an existing metrics.csv, which is written back below
+            if header:
+                with path.open("w", newline="") as f:
+                    csv.writer(f).writerows([header, *kept])
+            writer.metrics_keys = header  # continue with the same columns (new ones are still added)
 
 
 def tensorboard_resume_kwargs(checkpoint: str | Path | None) -> dict[str, Any]:

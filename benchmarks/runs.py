@@ -140,7 +140,7 @@ def decide(folder: Path, settings: Mapping[str, Any], control: RunControl | None
             "replace it."
         )
     if is_complete(folder):
-        return Start("skip", summary=json.loads((folder / SUMMARY_FILE).read_text()))
+        return Start("skip", summary=read_summary(folder))
     if not control.resume:
         raise RunFolderError(
             f"{folder} holds an incomplete run of these settings (status {run['status']!r}): pass --resume to "
@@ -192,6 +192,11 @@ def finish(folder: Path, summary: Mapping[str, Any]) -> None:
     run = read_run(folder) or {}
     _write_json(folder / SUMMARY_FILE, {**summary, "settings_key": run.get("key"), "resumes": run.get("resumes", 0)})
     _set_status(folder, "complete")
+
+
+def read_summary(folder: Path) -> dict[str, Any]:
+    """The folder's ``summary.json``."""
+    return json.loads((Path(folder) / SUMMARY_FILE).read_text())
 
 
 @contextmanager

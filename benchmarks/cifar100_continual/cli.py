@@ -15,7 +15,6 @@ interrupted one (Ctrl-C) continues from its last checkpoint with --resume, exact
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from benchmarks.cifar100_continual.config import METHODS, PRESETS, RunConfig
@@ -187,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         head = f"[{i + 1}/{len(grid)}] {method} seed {seed}"
         if plans[(method, seed)].action == "skip":
             print(f"{head}: done before with these settings, skipped (--overwrite re-runs it)")
-            summaries.append(json.loads((folders[(method, seed)] / runs.SUMMARY_FILE).read_text()))
+            summaries.append(runs.read_summary(folders[(method, seed)]))
             continue
         if plans[(method, seed)].action == "resume":
             print(f"{head}: resuming from {folders[(method, seed)] / runs.CHECKPOINT_FILE}")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,6 +29,7 @@ from benchmarks.cifar100_continual.data import EVAL_SETS, Cifar100Arrays, CIFAR1
 from benchmarks.cifar100_continual.methods import TaskLRSchedule, make_method
 from benchmarks.cifar100_continual.models import IncrementalClassifier
 from benchmarks.cifar100_continual.record import EpochRecorder
+from benchmarks.hparams import LogHyperparams
 from benchmarks.runs import RunControl
 
 
@@ -210,6 +210,17 @@ def run_one(
     if cfg.lr_milestones:
         method_callbacks.append(TaskLRSchedule(dm.schedule, cfg.lr_milestones, cfg.lr_gamma))
     checkpoint = PeriodicCheckpoint(out / runs.CHECKPOINT_FILE, every=control.checkpoint_every or 1)
+    hparams = run_hparams(cfg, method, seed, precision)
+
+    def final() -> dict[str, float]:  # TensorBoard's hparams table, written when the fit has finished
+        last = recorder.rows[-1]
+        mean = _mean([r["test_acc"] for r in recorder.rows])
+        return {
+            "hp/final_test_acc": last["test_acc"],
+            "hp/mean_test_acc": mean,
+            "hp/final_grama_ratio": last["grama_ratio"],
+        }
+
     board = TensorBoardLogger(out, name="", version="tensorboard", default_hp_metric=False,
                               **tensorboard_resume_kwargs(start.checkpoint))  # fmt: skip
     trainer = pl.Trainer(
@@ -220,16 +231,14 @@ def run_one(
         reload_dataloaders_every_n_epochs=1,  # each epoch gets the class set of its own
         num_sanity_val_steps=0,
         # The recorder after the method's callbacks: it closes rows after their epoch hooks.
-        callbacks=[*method_callbacks, recorder, RandomState(), checkpoint, *callbacks],
+        callbacks=[*method_callbacks, recorder, RandomState(), checkpoint, LogHyperparams(hparams, final), *callbacks],
         logger=[recorder.logger, board],
         log_every_n_steps=cfg.log_every,  # as the callbacks measure: each measurement is logged in its own step
         enable_checkpointing=True,
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    hparams = run_hparams(cfg, method, seed, precision)
     save_hparams_to_yaml(out / "hparams.yaml", hparams)
-    board.log_hyperparams(hparams)  # hparams.yaml of the event folder; the hparams table gets the final metrics
     with runs.attempt(out):
         trainer.fit(model, datamodule=dm, ckpt_path=start.checkpoint)
     bar.close()
@@ -255,12 +264,8 @@ def run_one(
         "reset_epochs": [r["epoch"] for r in rows if r["reset_neurons"] > 0],
         **(extra or {}),
     }
-    final = {"hp/final_test_acc": summary["final_test_acc"], "hp/mean_test_acc": summary["mean_test_acc"],
-             "hp/final_grama_ratio": summary["final_grama_ratio"]}  # fmt: skip
-    board.log_hyperparams(hparams, final, step=trainer.global_step)
-    board.save()
     runs.finish(out, summary)
-    return json.loads((out / runs.SUMMARY_FILE).read_text())
+    return runs.read_summary(out)
 
 
 def _mean(values: list[float]) -> float:

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     common = ["--env", args.env, "--steps", str(args.steps), "--seed", str(args.seed), "--out", str(args.runs)]
     common += ["--learning-starts", "2000", "--eval-every", "2000", "--eval-episodes", "5", "--log-every", "250"]
     summaries = cli.main([*common, "--methods", "vanilla", "regrama"])
-    config, _, _, _ = cli.parse(common)
+    config = cli.parse(common)[0]
     rows = []
     for summary in summaries:
         folder = run_dir(config, summary["method"], args.seed)
