@@ -3,9 +3,7 @@
 import csv
 import json
 import math
-import os
 import pickle
-import signal
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import CtrlC, sigint_restored
 from lightning.pytorch.loggers import Logger
 from torch.nn import functional as F  # noqa: N812
 
@@ -612,23 +611,15 @@ def test_perf_script_pairs_every_benchmark_epoch_with_a_plain_one(tmp_path, caps
 # -- interruption, resume, keyed reruns ----------------------------------------------------------------------
 
 
-class CtrlC(pl.Callback):
-    """Presses Ctrl-C (a real SIGINT to this process) before training batch ``batch`` of epoch ``epoch``."""
-
-    def __init__(self, epoch, batch):
-        self.epoch, self.batch = epoch, batch
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
-            os.kill(os.getpid(), signal.SIGINT)
+def ctrl_c_at(epoch, batch):
+    """Ctrl-C before training batch ``batch`` of epoch ``epoch``."""
+    return CtrlC(lambda trainer, module, batch_idx: (trainer.current_epoch, batch_idx) == (epoch, batch))
 
 
 @pytest.fixture
 def restore_sigint():
-    """Lightning ignores SIGINT after a Ctrl-C (so that a second one cannot break its shutdown): undo that."""
-    handler = signal.getsignal(signal.SIGINT)
-    yield
-    signal.signal(signal.SIGINT, handler)
+    with sigint_restored():
+        yield
 
 
 def without_times(rows):
@@ -644,7 +635,7 @@ def test_a_run_interrupted_mid_epoch_resumes_to_the_uninterrupted_result(cifar, 
 
     out = tmp_path / "cut"
     with pytest.raises(SystemExit):  # Lightning's graceful Ctrl-C: on_exception hooks, teardown, exit(1)
-        runner.run_one(cfg, method, 0, out, source, "cpu", progress=False, callbacks=[CtrlC(epoch=3, batch=2)])
+        runner.run_one(cfg, method, 0, out, source, "cpu", progress=False, callbacks=[ctrl_c_at(epoch=3, batch=2)])
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
     assert len(read_csv(out / "metrics.csv")) == 3  # epochs 0-2 finished; last.ckpt is from the end of epoch 2
     with pytest.raises(runs.RunFolderError, match="--resume to continue it"):
@@ -685,7 +676,7 @@ def test_reruns_are_keyed_on_the_full_settings_and_unfinished_runs_are_not_plott
     cfg = cli.config_from_args(cli.build_parser().parse_args([*base, *TINY_ARGS]))
     with pytest.raises(SystemExit):
         runner.run_one(cfg, "regrama", 0, out / "regrama" / "seed0", load_cifar100(root, verify_integrity=False),
-                       "cpu", progress=False, callbacks=[CtrlC(epoch=2, batch=0)])  # fmt: skip
+                       "cpu", progress=False, callbacks=[ctrl_c_at(epoch=2, batch=0)])  # fmt: skip
     capsys.readouterr()
     cli.main(["plot", str(out)])
     assert "left out 1 incomplete run(s): regrama/seed0" in capsys.readouterr().err

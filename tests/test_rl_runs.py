@@ -4,13 +4,11 @@ hyperparameters in hparams.yaml and TensorBoard, a progress bar that names the r
 from __future__ import annotations
 
 import json
-import os
-import signal
 
-import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
+from helpers import CtrlC, sigint_restored
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -25,24 +23,15 @@ ARGS += ["--reset-every", "50", "--checkpoint-every", "100", "--checkpoint-buffe
 ARGS += ["--accelerator", "cpu"]
 
 
-class CtrlCAt(pl.Callback):
-    """Presses Ctrl-C (a real SIGINT to this process) at the first update at or after ``env_steps``."""
-
-    def __init__(self, env_steps):
-        self.env_steps, self.fired = env_steps, False
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if pl_module.env_steps >= self.env_steps and not self.fired:
-            self.fired = True
-            os.kill(os.getpid(), signal.SIGINT)
-
-
 @pytest.fixture
 def restore_sigint():
-    """Lightning ignores SIGINT after a Ctrl-C (so that a second one cannot break its shutdown): undo that."""
-    handler = signal.getsignal(signal.SIGINT)
-    yield
-    signal.signal(signal.SIGINT, handler)
+    with sigint_restored():
+        yield
+
+
+def ctrl_c_at(env_steps):
+    """Ctrl-C at the first update at or after ``env_steps``."""
+    return CtrlC(lambda trainer, agent, batch_idx: agent.env_steps >= env_steps)
 
 
 def tensorboard(folder):
@@ -57,7 +46,7 @@ def test_a_run_interrupted_by_ctrl_c_resumes_with_the_same_counters_buffer_sched
     out = tmp_path / "cut"
     config, _, _, _, control = cli.parse([*ARGS, "--out", str(out)])
     with pytest.raises(SystemExit):  # Lightning's graceful Ctrl-C: on_exception hooks, teardown, exit(1)
-        run(config, "regrama", 0, control, extra_callbacks=[CtrlCAt(env_steps=250)])
+        run(config, "regrama", 0, control, extra_callbacks=[ctrl_c_at(250)])
     folder = out / "Pendulum-v1" / "regrama" / "seed0"
     assert runs.read_run(folder)["status"] == "interrupted" and not (folder / "summary.json").exists()
     saved = torch.load(folder / "last.ckpt", weights_only=True)
