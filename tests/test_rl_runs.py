@@ -121,3 +121,22 @@ def test_hyperparameters_progress_bar_and_buffer_size_are_recorded(tmp_path, cap
     final = tensorboard(folder).Scalars("hp/final_eval_return")
     assert final[-1].value == pytest.approx(summary["final_eval_return"])
     assert json.loads((folder / "run.json").read_text())["status"] == "complete"
+
+
+def test_make_demo_writes_only_where_git_ignores(tmp_path):
+    """``make demo`` must leave a clean checkout clean: its runs, table and plot all go to ignored folders."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from benchmarks.rl import demo
+
+    args = demo.build_parser().parse_args([])
+    env = args.env.replace(":", "_")
+    written = [args.runs / env / "regrama" / "seed0" / "summary.json", args.out / f"{env}.csv", args.out / f"{env}.png"]
+    assert all(not str(p).startswith("benchmarks/results") for p in written)  # the committed results stay apart
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    done = subprocess.run(["git", "check-ignore", *map(str, written)], cwd=root, capture_output=True, text=True)
+    assert done.stdout.split() == [str(p) for p in written]  # every path is ignored
