@@ -91,8 +91,13 @@ class CtrlC(pl.Callback):
 
 @contextlib.contextmanager
 def sigint_restored():
-    """Lightning ignores SIGINT after a Ctrl-C (so that a second one cannot break its shutdown): undo that after."""
+    """Python's Ctrl-C handler inside, whatever the process had, and the process's own handler back after.
+
+    Lightning ignores SIGINT after a Ctrl-C (so that a second one cannot break its shutdown), and a test process
+    started in the background by a non-interactive shell ignores it from the start.
+    """
     handler = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
