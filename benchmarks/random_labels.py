@@ -27,276 +27,53 @@ from __future__ import annotations
 import argparse
 import csv
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
 
-import lightning.pytorch as pl
-import torch
-from lightning.pytorch.loggers import Logger
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
-
-from benchmarks.common import method_monitors, prepare
-from regrama_lightning import NeuronReset
+from benchmarks.cli import make_parser, non_negative_float, non_negative_int, positive_float, positive_int
 
 METHODS = ("vanilla", "regrama", "redo")
 
 
-class RandomLabelData(pl.LightningDataModule):
-    """Fixed synthetic Gaussian inputs whose labels are re-drawn in place at every phase.
-
-    Args:
-        samples: Number of inputs.
-        input_dim: Dimension of each input.
-        classes: Number of label classes.
-        batch_size: Training batch size.
-        seed: Seed of the inputs and of every phase's labels (independent of the global RNG, so every method
-            sees exactly the same tasks).
-    """
-
-    def __init__(self, samples: int, input_dim: int, classes: int, batch_size: int, seed: int) -> None:
-        super().__init__()
-        self.classes = classes
-        self.batch_size = batch_size
-        self.seed = seed
-        self.inputs = torch.randn(samples, input_dim, generator=torch.Generator().manual_seed(seed))
-        self.labels = torch.zeros(samples, dtype=torch.long)
-
-    def redraw(self, phase: int) -> None:
-        """Draw phase ``phase``'s labels; in place, so the live DataLoader serves them from its next batch."""
-        gen = torch.Generator().manual_seed(self.seed * 10_007 + phase + 1)
-        self.labels.copy_(torch.randint(self.classes, self.labels.shape, generator=gen))
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled mini-batches over the whole set (single process: the tensors are tiny)."""
-        return DataLoader(TensorDataset(self.inputs, self.labels), batch_size=self.batch_size, shuffle=True)
-
-
-class MLP(pl.LightningModule):
-    """A plain ReLU MLP classifier trained with Adam.
-
-    Args:
-        input_dim: Input features.
-        width: Hidden units per layer.
-        depth: Number of hidden layers.
-        classes: Output classes.
-        lr: Adam learning rate.
-    """
-
-    def __init__(self, input_dim: int, width: int, depth: int, classes: int, lr: float) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        for i in range(depth):
-            layers += [nn.Linear(input_dim if i == 0 else width, width), nn.ReLU()]
-        self.net = nn.Sequential(*layers, nn.Linear(width, classes))
-        self.lr = lr
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Class logits."""
-        return self.net(x)
-
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        """Cross-entropy on the current phase's labels."""
-        x, y = batch
-        return nn.functional.cross_entropy(self(x), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """One Adam for the whole run: its moments carry over from phase to phase, as in Lyle et al."""
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
-
-
-@dataclass
-class PhaseRow:
-    """What a method reached at the end of one phase."""
-
-    method: str
-    phase: int
-    accuracy: float
-    grama: float
-    dormant: float
-    reset: int
-
-
-class MemoryLogger(Logger):
-    """Keeps the callbacks' logged values in memory: the reset counts of every reset step, summed per phase."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reset_neurons = 0.0
-
-    @property
-    def name(self) -> str:
-        """Logger name."""
-        return "memory"
-
-    @property
-    def version(self) -> int:
-        """Logger version."""
-        return 0
-
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        """Nothing to keep."""
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        """Add up the neurons reset since the last phase end."""
-        self.reset_neurons += metrics.get("reset/neurons", 0.0)
-
-
-class Phases(pl.Callback):
-    """Re-draws the labels at each phase start and records accuracy and neuron ratios at each phase end.
-
-    Must come before the reset callback in ``callbacks`` so that the end-of-phase accuracy is read before
-    that callback's reset of the same step.
-
-    Args:
-        data: The data module whose labels to re-draw.
-        epochs_per_phase: Epochs of training on each phase's labels.
-        method: Name written into the rows.
-        grama: Callback whose ``grama/ratio`` to record.
-        dormant: Callback whose ``dormant/ratio`` to record.
-        memory: Logger that counts the reset neurons.
-    """
-
-    def __init__(
-        self,
-        data: RandomLabelData,
-        epochs_per_phase: int,
-        method: str,
-        grama: NeuronReset,
-        dormant: NeuronReset,
-        memory: MemoryLogger,
-    ) -> None:
-        self.data = data
-        self.epochs_per_phase = epochs_per_phase
-        self.method = method
-        self.grama = grama
-        self.dormant = dormant
-        self.memory = memory
-        self.rows: list[PhaseRow] = []
-        self._accuracy = float("nan")
-
-    def _phase_end(self, trainer: pl.Trainer) -> bool:
-        return (trainer.current_epoch + 1) % self.epochs_per_phase == 0
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """New phase: new labels."""
-        if trainer.current_epoch % self.epochs_per_phase == 0:
-            self.data.redraw(trainer.current_epoch // self.epochs_per_phase)
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        """After the phase's last optimizer step (and before any reset of that step): full-set accuracy."""
-        if batch_idx == trainer.num_training_batches - 1 and self._phase_end(trainer):
-            pl_module.eval()
-            with torch.no_grad():
-                predictions = pl_module(self.data.inputs.to(pl_module.device)).argmax(dim=1).cpu()
-            pl_module.train()
-            self._accuracy = (predictions == self.data.labels).float().mean().item()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Write the phase's row (the ratios were measured on the phase's last step)."""
-        if not self._phase_end(trainer):
-            return
-        self.rows.append(
-            PhaseRow(
-                method=self.method,
-                phase=trainer.current_epoch // self.epochs_per_phase,
-                accuracy=self._accuracy,
-                grama=self.grama.last_metrics.get("grama/ratio", float("nan")),
-                dormant=self.dormant.last_metrics.get("dormant/ratio", float("nan")),
-                reset=round(self.memory.reset_neurons),
-            )
-        )
-        self.memory.reset_neurons = 0.0
-
-
-def run_method(method: str, args: argparse.Namespace) -> list[PhaseRow]:
-    """Train one method through all phases and return its per-phase rows."""
-    pl.seed_everything(args.seed, workers=True, verbose=False)  # same init and batch order for every method
-    data = RandomLabelData(args.samples, args.input_dim, args.classes, args.batch_size, args.seed)
-    model = MLP(args.input_dim, args.width, args.depth, args.classes, args.lr)
-    steps_per_epoch = -(-args.samples // args.batch_size)
-    steps_per_phase = steps_per_epoch * args.epochs_per_phase
-    reset_every = args.reset_every or steps_per_phase
-    # Measure on the last step of every epoch, so the value recorded at a phase end is that phase's last step.
-    grama, dormant = method_monitors(
-        method, reset_every, args.grama_tau, args.redo_tau, log_every_n_steps=steps_per_epoch, seed=args.seed
-    )
-    memory = MemoryLogger()
-    phases = Phases(data, args.epochs_per_phase, method, grama, dormant, memory)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=args.phases * args.epochs_per_phase,
-        callbacks=[phases, grama, dormant],  # `phases` first: accuracy is read before a reset of the same step
-        logger=memory,  # in memory only: nothing is written to disk
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        deterministic=True,
-        log_every_n_steps=steps_per_epoch,
-    )
-    trainer.fit(model, datamodule=data)
-    return phases.rows
-
-
-def format_table(rows: list[PhaseRow]) -> str:
-    """The per-phase rows as a fixed-width text table."""
-    lines = [f"{'method':<8} {'phase':>5} {'train acc':>9} {'GraMa ratio':>11} {'dormant ratio':>13} {'reset':>5}"]
-    for r in rows:
-        lines.append(
-            f"{r.method:<8} {r.phase:>5d} {r.accuracy:>9.3f} {r.grama:>11.3f} {r.dormant:>13.3f} {r.reset:>5d}"
-        )
-    return "\n".join(lines)
-
-
-def summary(rows: list[PhaseRow], methods: list[str], first: int) -> str:
-    """Mean accuracy and ratios of each method over its first ``first`` phases and its remaining ones."""
-    lines = [f"{'method':<8} {'acc first':>9} {'acc rest':>9} {'GraMa first':>11} {'GraMa rest':>10}"]
-    for method in methods:
-        mine = [r for r in rows if r.method == method]
-        head, tail = mine[:first], mine[first:] or mine[-1:]
-        acc = [sum(r.accuracy for r in part) / len(part) for part in (head, tail)]
-        grama = [sum(r.grama for r in part) / len(part) for part in (head, tail)]
-        lines.append(f"{method:<8} {acc[0]:>9.3f} {acc[1]:>9.3f} {grama[0]:>11.3f} {grama[1]:>10.3f}")
-    return "\n".join(lines)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments; the defaults are the ``make demo`` settings."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--phases", type=int, default=20, help="number of label re-draws (tasks)")
-    p.add_argument("--epochs-per-phase", type=int, default=20, help="epochs of training on each phase's labels")
-    p.add_argument("--samples", type=int, default=1024, help="number of synthetic Gaussian inputs")
-    p.add_argument("--input-dim", type=int, default=32, help="input dimension")
-    p.add_argument("--classes", type=int, default=10, help="number of label classes")
-    p.add_argument("--width", type=int, default=128, help="hidden units per layer")
-    p.add_argument("--depth", type=int, default=3, help="hidden layers")
-    p.add_argument("--batch-size", type=int, default=64, help="training batch size")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--grama-tau", type=float, default=0.01, help="GraMa threshold (paper: 0.01)")
-    p.add_argument("--redo-tau", type=float, default=0.02, help="ReDo threshold (GraMa paper's ReDo: 0.02)")
+    p = make_parser("python -m benchmarks.random_labels", __doc__)
+    p.add_argument("--phases", type=positive_int, default=20, help="number of label re-draws (tasks)")
+    p.add_argument(
+        "--epochs-per-phase", type=positive_int, default=20, help="epochs of training on each phase's labels"
+    )
+    p.add_argument("--samples", type=positive_int, default=1024, help="number of synthetic Gaussian inputs")
+    p.add_argument("--input-dim", type=positive_int, default=32, help="input dimension")
+    p.add_argument("--classes", type=positive_int, default=10, help="number of label classes")
+    p.add_argument("--width", type=positive_int, default=128, help="hidden units per layer")
+    p.add_argument("--depth", type=positive_int, default=3, help="hidden layers")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="training batch size")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--grama-tau", type=non_negative_float, default=0.01, help="GraMa threshold (paper: 0.01)")
+    p.add_argument(
+        "--redo-tau", type=non_negative_float, default=0.02, help="ReDo threshold (GraMa paper's ReDo: 0.02)"
+    )
     p.add_argument(
         "--reset-every",
-        type=int,
+        type=non_negative_int,
         default=80,
         help="reset period in optimizer steps (80 = 5 epochs at the defaults); 0 = once, at each phase's end",
     )
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
-    p.add_argument("--seed", type=int, default=0, help="seed of data, labels, initialisation and batch order")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for this tiny MLP)")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of data, labels, initialisation and batch order"
+    )
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (1 is fastest for this tiny MLP)")
     p.add_argument("--out", type=Path, default=None, help="also write the per-phase rows as CSV to this path")
-    args = p.parse_args(argv)
-    for name in ("phases", "epochs_per_phase", "samples", "input_dim", "classes", "width", "depth", "batch_size"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the methods and print (and optionally write) the per-phase table."""
     args = parse_args(argv)
+    from benchmarks.common import prepare
+    from benchmarks.random_labels_fit import PhaseRow, format_table, run_method, summary
+
     prepare(args.threads)
     print(
         f"Random-label memorisation on synthetic data: {args.samples} Gaussian inputs (dim {args.input_dim}), "

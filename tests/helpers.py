@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import signal
 
 import lightning.pytorch as pl
 import torch
@@ -68,3 +71,34 @@ def trainer(callbacks, max_steps=8, **kwargs) -> pl.Trainer:
     )
     defaults.update(kwargs)
     return pl.Trainer(callbacks=callbacks, max_steps=max_steps, **defaults)
+
+
+class CtrlC(pl.Callback):
+    """Presses Ctrl-C (a real SIGINT to this process) before the first training batch at which ``when`` holds.
+
+    Args:
+        when: ``when(trainer, pl_module, batch_idx) -> bool``.
+    """
+
+    def __init__(self, when):
+        self.when, self.fired = when, False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if not self.fired and self.when(trainer, pl_module, batch_idx):
+            self.fired = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@contextlib.contextmanager
+def sigint_restored():
+    """Python's Ctrl-C handler inside, whatever the process had, and the process's own handler back after.
+
+    Lightning ignores SIGINT after a Ctrl-C (so that a second one cannot break its shutdown), and a test process
+    started in the background by a non-interactive shell ignores it from the start.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from benchmarks import overhead, random_labels
+from benchmarks import overhead, overhead_timing, random_labels
 
 TINY = ["--phases", "3", "--epochs-per-phase", "2", "--samples", "96", "--width", "16", "--batch-size", "32"]
 
@@ -36,8 +36,8 @@ def test_overhead_gate_runs_the_callback_on_every_other_step_only(tmp_path):
     assert [r["config"] for r in results] == ["bare", "grama-weight@1"]
     assert all(r["pairs"] + r["dropped"] == 4 for r in results)
 
-    inner = overhead.CONFIGS["grama-weight@1"]()
-    pairs = overhead.time_one("mlp", inner, overhead.make_pool("mlp", 0), warmup=2, pairs=3, seed=0)
+    inner = overhead_timing.CONFIGS["grama-weight@1"]()
+    pairs = overhead_timing.time_one("mlp", inner, overhead_timing.make_pool("mlp", 0), warmup=2, pairs=3, seed=0)
     assert len(pairs) == 3
     assert inner._steps == [4]  # 8 batches, the even ones "on": the callback stepped only on those
 

@@ -10,10 +10,13 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+import yaml
+from helpers import CtrlC, sigint_restored
 from lightning.pytorch.loggers import Logger
 from torch.nn import functional as F  # noqa: N812
 
-from benchmarks.cifar100_continual import perf, runner
+from benchmarks import runs
+from benchmarks.cifar100_continual import cli, perf, runner
 from benchmarks.cifar100_continual.config import RunConfig
 from benchmarks.cifar100_continual.data import (
     MEAN,
@@ -25,7 +28,7 @@ from benchmarks.cifar100_continual.data import (
 )
 from benchmarks.cifar100_continual.methods import METHODS, FreshStart, TaskLRSchedule, make_method
 from benchmarks.cifar100_continual.models import MLPClassifier, ResNet18Classifier, seen_logits
-from benchmarks.cifar100_continual.plot import plot_results
+from benchmarks.cifar100_continual.plot import load_results, plot_results
 from benchmarks.cifar100_continual.record import COLUMNS
 from benchmarks.cifar100_continual.schedule import ClassSchedule
 
@@ -173,7 +176,7 @@ def test_missing_data_is_a_clear_error(tmp_path):
 
 def test_missing_data_on_the_command_line_exits_with_the_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        runner.main(["run", "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")])
+        cli.main(["run", "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")])
     assert "cifar-100-python" in str(exit_info.value) and "--download" in str(exit_info.value)
     assert not (tmp_path / "out").exists()
 
@@ -551,16 +554,16 @@ def test_command_line_runs_a_grid_and_plots_it(cifar, tmp_path, capsys):
     root, _ = cifar
     out = tmp_path / "results"
     base = ["run", "--data-dir", str(root), "--no-verify-integrity", "--out", str(out), "--accelerator", "cpu"]
-    runner.main([*base, *TINY_ARGS, "--methods", "vanilla", "regrama", "--seeds", "0", "1"])
+    cli.main([*base, *TINY_ARGS, "--methods", "vanilla", "regrama", "--seeds", "0", "1"])
     printed = capsys.readouterr().out
     assert "Estimated cost of one run" in printed and "4 run(s)" in printed
     for method in ("vanilla", "regrama"):
         for seed in (0, 1):
             assert len(read_csv(out / method / f"seed{seed}" / "metrics.csv")) == 6
-    runner.main([*base, *TINY_ARGS, "--methods", "vanilla", "--seeds", "0"])
-    assert "done before, skipped" in capsys.readouterr().out
+    cli.main([*base, *TINY_ARGS, "--methods", "vanilla", "--seeds", "0"])
+    assert "done before with these settings, skipped" in capsys.readouterr().out
 
-    runner.main(["plot", str(out)])
+    cli.main(["plot", str(out)])
     png = out / "fig5_right.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     path = plot_results(out, tmp_path / "three.png", metrics=["test_acc", "grama_ratio", "dormant_ratio"], smooth=2)
@@ -574,7 +577,7 @@ def test_command_line_runs_a_grid_and_plots_it(cifar, tmp_path, capsys):
 def test_estimate_only_counts_the_whole_schedule(cifar, tmp_path, capsys):
     root, _ = cifar
     args = ["run", "--data-dir", str(root), "--no-verify-integrity", "--out", str(tmp_path / "o"), "--estimate-only"]
-    runner.main([*args, *TINY_ARGS, "--accelerator", "cpu"])
+    cli.main([*args, *TINY_ARGS, "--accelerator", "cpu"])
     # training steps: 2 epochs each at 2, 3, 4 classes of 16 images, batch 8 -> 2*(4+6+8) = 36
     # evaluation: val (4/class) and test (6/class) in batches of 1000: 2 batches per epoch -> 12
     assert "36 training steps" in capsys.readouterr().out and not (tmp_path / "o").exists()
@@ -588,7 +591,7 @@ def test_estimate_only_counts_the_whole_schedule(cifar, tmp_path, capsys):
 def test_command_line_rejects_bad_overrides(cifar, tmp_path):
     root, _ = cifar
     with pytest.raises(SystemExit):
-        runner.main(["run", "--data-dir", str(root), "--initial-classes", "200"])
+        cli.main(["run", "--data-dir", str(root), "--initial-classes", "200"])
 
 
 def test_perf_script_pairs_every_benchmark_epoch_with_a_plain_one(tmp_path, capsys):
@@ -603,3 +606,101 @@ def test_perf_script_pairs_every_benchmark_epoch_with_a_plain_one(tmp_path, caps
     assert "ratio" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         perf.parse_args(["--epochs", "2"])
+
+
+# -- interruption, resume, keyed reruns ----------------------------------------------------------------------
+
+
+def ctrl_c_at(epoch, batch):
+    """Ctrl-C before training batch ``batch`` of epoch ``epoch``."""
+    return CtrlC(lambda trainer, module, batch_idx: (trainer.current_epoch, batch_idx) == (epoch, batch))
+
+
+@pytest.fixture
+def restore_sigint():
+    with sigint_restored():
+        yield
+
+
+def without_times(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+@pytest.mark.parametrize("method", ["regrama", "fresh"])  # fresh re-draws from the global RNG at class additions
+def test_a_run_interrupted_mid_epoch_resumes_to_the_uninterrupted_result(cifar, tmp_path, method, restore_sigint):
+    root, _ = cifar
+    source = load_cifar100(root, verify_integrity=False)
+    cfg = tiny_config(optimizer="sgd", lr=0.05, lr_milestones=(1,), lr_gamma=0.5)  # the per-task schedule too
+    full = runner.run_one(cfg, method, 0, tmp_path / "full", source, "cpu", progress=False)
+
+    out = tmp_path / "cut"
+    with pytest.raises(SystemExit):  # Lightning's graceful Ctrl-C: on_exception hooks, teardown, exit(1)
+        runner.run_one(cfg, method, 0, out, source, "cpu", progress=False, callbacks=[ctrl_c_at(epoch=3, batch=2)])
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    assert len(read_csv(out / "metrics.csv")) == 3  # epochs 0-2 finished; last.ckpt is from the end of epoch 2
+    with pytest.raises(runs.RunFolderError, match="--resume to continue it"):
+        runner.run_one(cfg, method, 0, out, source, "cpu", progress=False)
+    resumed = runner.run_one(cfg, method, 0, out, source, "cpu", progress=False, control=runs.RunControl(resume=True))
+
+    full_rows, resumed_rows = read_csv(tmp_path / "full" / "metrics.csv"), read_csv(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in resumed_rows] == list(range(6))
+    assert without_times(resumed_rows) == without_times(full_rows)  # losses, accuracies, ratios, resets, lr
+    a = torch.load(tmp_path / "full" / "last.ckpt", weights_only=True)
+    b = torch.load(out / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 36 and a["epoch"] == b["epoch"]
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    same = ("final_test_acc", "mean_test_acc", "task_end_test_acc", "reset_neurons", "reset_epochs", "class_order")
+    assert {k: resumed[k] for k in same} == {k: full[k] for k in same}
+    assert resumed["resumes"] == 1 and resumed["settings_key"] == full["settings_key"]
+    assert runs.is_complete(out)
+
+
+def test_reruns_are_keyed_on_the_full_settings_and_unfinished_runs_are_not_plotted(
+    cifar, tmp_path, capsys, restore_sigint
+):
+    root, _ = cifar
+    out = tmp_path / "results"
+    base = ["run", "--data-dir", str(root), "--no-verify-integrity", "--out", str(out), "--accelerator", "cpu"]
+    cli.main([*base, *TINY_ARGS, "--methods", "vanilla"])
+    cli.main([*base, *TINY_ARGS, "--methods", "vanilla"])
+    assert "done before with these settings, skipped" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:  # another setting: refused before anything trains, one line
+        cli.main([*base, *TINY_ARGS, "--methods", "vanilla", "--grama-tau", "0.2"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert "config.grama_tau: 0.01 -> 0.2" in err and "--overwrite" in err and "--out" in err
+    cli.main([*base, *TINY_ARGS, "--methods", "vanilla", "--grama-tau", "0.2", "--overwrite"])
+    assert json.loads((out / "vanilla" / "seed0" / "summary.json").read_text())["config"]["grama_tau"] == 0.2
+    assert len(read_csv(out / "vanilla" / "seed0" / "metrics.csv")) == 6  # replaced, not appended to
+
+    cfg = cli.config_from_args(cli.build_parser().parse_args([*base, *TINY_ARGS]))
+    with pytest.raises(SystemExit):
+        runner.run_one(cfg, "regrama", 0, out / "regrama" / "seed0", load_cifar100(root, verify_integrity=False),
+                       "cpu", progress=False, callbacks=[ctrl_c_at(epoch=2, batch=0)])  # fmt: skip
+    capsys.readouterr()
+    cli.main(["plot", str(out)])
+    assert "left out 1 incomplete run(s): regrama/seed0" in capsys.readouterr().err
+    complete, incomplete = load_results(out)
+    assert list(complete) == ["vanilla"] and incomplete == [out / "regrama" / "seed0"]
+    everything, _ = load_results(out, include_incomplete=True)
+    assert sorted(everything) == ["regrama", "vanilla"] and len(everything["regrama"][0]["epoch"]) == 2
+
+
+def test_hyperparameters_go_to_hparams_yaml_and_tensorboard(cifar, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    root, _ = cifar
+    out = tmp_path / "run"
+    summary = runner.run_one(tiny_config(), "regrama", 0, out, load_cifar100(root, verify_integrity=False), "cpu")
+    hparams = yaml.safe_load((out / "hparams.yaml").read_text())
+    assert (hparams["method"], hparams["grama_tau"], hparams["reset_every"]) == ("regrama", 0.5, "class addition")
+    assert (hparams["model"], hparams["widths"], hparams["seed"]) == ("mlp", [32, 32], 0)
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["method"].string_value == "regrama" and start.hparams["grama_tau"].number_value == 0.5
+    assert start.hparams["widths"].string_value == "[32, 32]"
+    assert events.Scalars("hp/final_test_acc")[-1].value == pytest.approx(summary["final_test_acc"])
+    assert [e.step for e in events.Scalars("test/acc")] == sorted({e.step for e in events.Scalars("test/acc")})

@@ -299,7 +299,7 @@ def test_every_agent_hyperparameter_is_a_command_line_option_with_its_default(ca
 def test_a_short_run_names_learning_starts_when_it_exceeds_the_steps(capsys):
     with pytest.raises(SystemExit):
         cli.parse(["--steps", "300"])
-    assert "--learning-starts 5000 is not below --steps 300" in capsys.readouterr().err
+    assert "--learning-starts 5000 leaves no update in --steps 300" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--learning-starts"):
         tiny_bro(total_steps=100, learning_starts=100)
 
@@ -317,7 +317,7 @@ def test_runner_trains_each_agent_and_resets_critic_and_actor(tmp_path, name):
     assert saved["updates"] == 101 and saved["reset_events"] == 4  # before updates 50 and 100, two networks
     assert summary["final_eval_return"] == saved["final_eval_return"]
     with pytest.raises(ValueError, match="not networks of"):
-        cli.main([*args, "--networks", "critic", "policy"])
+        cli.main([*args, "--networks", "critic", "policy", "--out", str(tmp_path / "other")])
 
 
 @pytest.mark.parametrize("name", ["bro", "dacer"])

@@ -1,12 +1,18 @@
-"""Run settings and the two presets: the paper's MLP (Sec. 4.2) and Dohare et al.'s ResNet-18."""
+"""Run settings and the two presets: the paper's MLP (Sec. 4.2) and Dohare et al.'s ResNet-18.
+
+Light to import (no torch): the command line builds its parser from it before loading any training code.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from benchmarks.cifar100_continual.data import Cifar100Arrays, CIFAR100Continual
-from benchmarks.cifar100_continual.models import IncrementalClassifier, MLPClassifier, ResNet18Classifier
+if TYPE_CHECKING:
+    from benchmarks.cifar100_continual.data import Cifar100Arrays, CIFAR100Continual
+    from benchmarks.cifar100_continual.models import IncrementalClassifier
+
+METHODS = ("vanilla", "redo", "regrama", "fresh")  # see methods.py
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class RunConfig:
 
     def datamodule(self, data_dir: str, seed: int, source: Cifar100Arrays | None = None) -> CIFAR100Continual:
         """The run's datamodule (``source``: arrays already loaded, shared by the runs of a grid)."""
+        from benchmarks.cifar100_continual.data import CIFAR100Continual
+
         return CIFAR100Continual(
             data_dir,
             seed=seed,
@@ -59,6 +67,8 @@ class RunConfig:
 
     def model_instance(self) -> IncrementalClassifier:
         """A freshly initialised model (uses the global RNG: seed it first)."""
+        from benchmarks.cifar100_continual.models import MLPClassifier, ResNet18Classifier
+
         common = dict(
             num_classes=self.max_classes,
             optimizer=self.optimizer,

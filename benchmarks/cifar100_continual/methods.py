@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 import lightning.pytorch as pl
 
+from benchmarks.cifar100_continual.config import METHODS
 from benchmarks.cifar100_continual.schedule import ClassSchedule
 from benchmarks.common import method_monitors
 from regrama_lightning import NeuronReset, ReDo, ReGraMa
 
-METHODS = ("vanilla", "redo", "regrama", "fresh")
+__all__ = ["METHODS", "FreshStart", "Method", "ResetAtClassAdditions", "TaskLRSchedule", "make_method"]
 
 
 class ResetAtClassAdditions(pl.Callback):

@@ -22,147 +22,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
-from typing import Any
-
-import lightning.pytorch as pl
-import torch
-from torch.nn import functional as F  # noqa: N812
 
 from benchmarks.cifar100_continual.config import PRESETS
-from benchmarks.cifar100_continual.data import Cifar100Arrays, CIFAR100Continual
-from benchmarks.cifar100_continual.methods import make_method
-from benchmarks.cifar100_continual.models import MLPClassifier
-from benchmarks.common import prepare
-
-
-def synthetic_arrays(
-    classes: int, train_per_class: int = 500, test_per_class: int = 100, seed: int = 0
-) -> Cifar100Arrays:
-    """Random images with CIFAR-100's shapes and class sizes (for timing only)."""
-    g = torch.Generator().manual_seed(seed)
-
-    def split(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = torch.arange(classes).repeat_interleave(per_class)
-        return torch.randint(0, 256, (len(labels), 3, 32, 32), generator=g, dtype=torch.uint8), labels
-
-    (train_x, train_y), (test_x, test_y) = split(train_per_class), split(test_per_class)
-    return Cifar100Arrays(train_x, train_y, test_x, test_y, [f"class{i}" for i in range(classes)])
-
-
-class Interleaved(pl.Callback):
-    """Runs one plain epoch next to each benchmark epoch, on the same tensors, model and optimizer; times both.
-
-    Plain epochs alternate between just before and just after the benchmark epoch they pair with, and are
-    subtracted from the benchmark's time: a benchmark epoch is everything Lightning does from one epoch start to
-    the next (hooks, epoch-end logging, dataloader reload included).
-
-    Args:
-        dm: The benchmark's datamodule, already built (its training tensors are the plain loop's).
-    """
-
-    def __init__(self, dm: CIFAR100Continual) -> None:
-        self.dm = dm
-        self.benchmark: list[float] = []
-        self.plain: list[float] = []
-        self._start: float | None = None
-        self._inside = 0.0
-
-    def _close(self) -> None:
-        if self._start is not None:
-            self.benchmark.append(time.perf_counter() - self._start - self._inside)
-        self._inside = 0.0
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Close the previous benchmark epoch; odd epochs: the plain epoch first."""
-        self._close()
-        if trainer.current_epoch % 2:
-            self.plain.append(plain_epoch(pl_module, trainer.optimizers[0], self.dm, trainer.current_epoch))
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Even epochs: the plain epoch after the benchmark's."""
-        if trainer.current_epoch % 2 == 0:
-            self._inside = plain_epoch(pl_module, trainer.optimizers[0], self.dm, trainer.current_epoch)
-            self.plain.append(self._inside)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Close the last benchmark epoch."""
-        self._close()
-
-
-def plain_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, dm: CIFAR100Continual, seed: int) -> float:
-    """Seconds of one epoch of a hand-written loop over the datamodule's training tensors (no augmentation)."""
-    classes = dm.schedule.total_classes
-    x_all, y_all = dm.seen("train", classes)
-    start = time.perf_counter()
-    order = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(seed))
-    for index in order.split(dm.batch_size):
-        x, y = x_all.index_select(0, index), y_all.index_select(0, index)
-        loss = F.cross_entropy(model(x)[:, :classes], y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return time.perf_counter() - start
-
-
-def measure(classes: int, config: str, epochs: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Pair benchmark and plain epochs at ``classes`` classes; mean epoch times, ratio of means, median pair ratio."""
-    preset = PRESETS["paper"]
-    dm = CIFAR100Continual(
-        initial_classes=classes, max_classes=classes, batch_size=args.batch_size, source=synthetic_arrays(classes)
-    )
-    dm.build("cpu")
-    torch.manual_seed(0)
-    model = MLPClassifier(widths=args.widths, num_classes=100, optimizer=preset.optimizer, lr=preset.lr)
-    pairs = Interleaved(dm)
-    callbacks: list[pl.Callback] = []
-    if config == "monitors":
-        callbacks = make_method("vanilla", dm.schedule, log_every_n_steps=args.log_every).callbacks
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=epochs,
-        reload_dataloaders_every_n_epochs=1,
-        limit_val_batches=0,  # training epochs only
-        num_sanity_val_steps=0,
-        callbacks=[*callbacks, pairs],
-        logger=False,
-        log_every_n_steps=args.log_every,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, datamodule=dm)
-    bench, plain = pairs.benchmark[1:], pairs.plain[1:]  # the first pair warms up
-    return {
-        "classes": classes,
-        "config": config,
-        "train_images": dm.size("train", classes),
-        "steps_per_epoch": -(-dm.size("train", classes) // args.batch_size),
-        "benchmark_epoch_s": statistics.mean(bench),
-        "plain_epoch_s": statistics.mean(plain),
-        "ratio": statistics.mean(bench) / statistics.mean(plain),
-        "median_pair_ratio": statistics.median(b / p for b, p in zip(bench, plain, strict=True)),
-        "pairs": len(bench),
-    }
+from benchmarks.cli import make_parser, positive_int
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments; the model and batch size default to the paper preset's."""
     preset = PRESETS["paper"]
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--classes", type=int, nargs="+", default=[10, 100], help="class counts to time an epoch at")
+    p = make_parser("python -m benchmarks.cifar100_continual.perf", __doc__)
+    p.add_argument(
+        "--classes", type=positive_int, nargs="+", default=[10, 100], help="class counts to time an epoch at"
+    )
     p.add_argument("--configs", nargs="+", choices=["bare", "monitors"], default=["bare"],
                    help="bare: callbacks off; monitors: with the GraMa and ReDo measurements of every run")  # fmt: skip
-    p.add_argument("--epochs", type=int, nargs="+", default=[12, 5],
+    p.add_argument("--epochs", type=positive_int, nargs="+", default=[12, 5],
                    help="paired epochs per class count (first pair: warm-up); one value for all")  # fmt: skip
-    p.add_argument("--widths", type=int, nargs="+", default=list(preset.widths), help="MLP hidden widths")
-    p.add_argument("--batch-size", type=int, default=preset.batch_size, help="training batch size")
-    p.add_argument("--log-every", type=int, default=preset.log_every, help="measurement period of the monitors")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--widths", type=positive_int, nargs="+", default=list(preset.widths), help="MLP hidden widths")
+    p.add_argument("--batch-size", type=positive_int, default=preset.batch_size, help="training batch size")
+    p.add_argument(
+        "--log-every", type=positive_int, default=preset.log_every, help="measurement period of the monitors"
+    )
+    p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     p.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = p.parse_args(argv)
     if min(args.epochs) < 3 or len(args.epochs) not in (1, len(args.classes)):
@@ -171,7 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Time the epochs and print (and optionally write) the results."""
     args = parse_args(argv)
+    from benchmarks.cifar100_continual.timing import measure
+    from benchmarks.common import prepare
+
     prepare(args.threads)
     print(
         f"Synthetic CIFAR-shaped data (timing only); MLP {'x'.join(map(str, args.widths))}, batch {args.batch_size}, "

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure  # drawn without pyplot: no GUI backend, nothing global touched
 
-from benchmarks.cifar100_continual.methods import METHODS
+from benchmarks.cifar100_continual.config import METHODS
+from benchmarks.runs import is_complete
 
 # The paper's colours: vanilla grey, ReDo pink, ReGraMa orange; the fresh-network reference blue.
 COLORS = {"vanilla": "tab:gray", "redo": "tab:pink", "regrama": "tab:orange", "fresh": "tab:blue"}
@@ -35,14 +36,29 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
     return {key: np.array([float(r[key]) if r[key] else math.nan for r in rows]) for key in rows[0]}
 
 
-def load_results(root: str | Path) -> dict[str, list[dict[str, np.ndarray]]]:
-    """Every run under ``root`` (``<root>/<method>/seed<k>/metrics.csv``), by method, in seed order."""
+def load_results(
+    root: str | Path, include_incomplete: bool = False
+) -> tuple[dict[str, list[dict[str, np.ndarray]]], list[Path]]:
+    """The runs under ``root`` (``<root>/<method>/seed<k>/metrics.csv``), by method, in seed order.
+
+    Args:
+        root: A results folder.
+        include_incomplete: Also load runs that have not finished (``benchmarks.runs.is_complete``).
+
+    Returns:
+        The runs' metrics, and the folders of the incomplete runs (loaded or not).
+    """
     runs: dict[str, list[dict[str, np.ndarray]]] = {}
+    incomplete = []
     for path in sorted(Path(root).glob("*/seed*/metrics.csv"), key=lambda p: (p.parent.parent.name, _seed(p))):
+        if not is_complete(path.parent):
+            incomplete.append(path.parent)
+            if not include_incomplete:
+                continue
         metrics = read_metrics(path)
         if metrics:
             runs.setdefault(path.parent.parent.name, []).append(metrics)
-    return runs
+    return runs, incomplete
 
 
 def _seed(path: Path) -> int:
@@ -56,10 +72,12 @@ def plot_results(
     metrics: Sequence[str] = ("test_acc", "grama_ratio"),
     spread: str = "std",
     smooth: int = 1,
+    include_incomplete: bool = False,
 ) -> Path:
     """Draw one panel per metric against epoch: per method the mean over seeds and a shaded spread.
 
-    Runs of one method that stopped at different epochs are cut to the shortest.
+    Only finished runs are drawn unless ``include_incomplete``; the runs left out are named on stderr. With
+    ``include_incomplete`` a method's curves are cut to its shortest run and its label counts the incomplete ones.
 
     Args:
         root: A results folder written by ``python -m benchmarks.cifar100_continual run``.
@@ -68,6 +86,7 @@ def plot_results(
         spread: ``"std"`` (mean ± one standard deviation over seeds), ``"sem"`` (± standard error) or
             ``"minmax"`` (the range over seeds).
         smooth: Moving average over this many epochs (1: none).
+        include_incomplete: Also draw runs that have not finished.
 
     Returns:
         The PNG's path.
@@ -76,9 +95,22 @@ def plot_results(
         FileNotFoundError: When ``root`` holds no run.
         ValueError: On an unknown metric or spread.
     """
-    runs = load_results(root)
+    from matplotlib.figure import Figure  # drawn without pyplot: no GUI backend, nothing global touched
+
+    runs, incomplete = load_results(root, include_incomplete)
     if not runs:
+        if incomplete:
+            raise FileNotFoundError(
+                f"No finished run under {root}, {len(incomplete)} incomplete: finish them (run ... --resume) or "
+                "pass --include-incomplete."
+            )
         raise FileNotFoundError(f"No <method>/seed<k>/metrics.csv under {root}: run the benchmark first.")
+    if incomplete and not include_incomplete:
+        names = ", ".join(str(p.relative_to(root)) for p in incomplete)
+        print(
+            f"left out {len(incomplete)} incomplete run(s): {names} (--include-incomplete draws them)", file=sys.stderr
+        )
+    unfinished = {m: sum(p.parent.name == m for p in incomplete) for m in runs} if include_incomplete else {}
     if spread not in ("std", "sem", "minmax"):
         raise ValueError(f"`spread` must be 'std', 'sem' or 'minmax', got {spread!r}.")
     if smooth < 1:
@@ -105,7 +137,9 @@ def plot_results(
                     dev = dev / math.sqrt(len(values))
                 low, high = mean - dev, mean + dev
             color = COLORS.get(method)
-            ax.plot(epochs, mean, color=color, label=f"{method} ({len(values)} seeds)", linewidth=1.2)
+            note = f", {unfinished[method]} incomplete" if unfinished.get(method) else ""
+            label = f"{method} ({len(values)} seeds{note})"
+            ax.plot(epochs, mean, color=color, label=label, linewidth=1.2)
             if len(values) > 1:
                 ax.fill_between(epochs, low, high, color=color, alpha=0.25, linewidth=0)
         ax.set_xlabel("epoch")

@@ -71,6 +71,11 @@ class EpochRecorder(pl.Callback):
     neurons reset are summed; accuracies are the module's epoch values. An epoch with no measurement has
     empty ratio cells.
 
+    The rows are part of checkpoints: a checkpoint saved at an epoch's end (by a Lightning ``Checkpoint``, which
+    runs after the module's epoch-end hook) holds that epoch's row too, its training loss and accuracy read from
+    ``trainer.callback_metrics``. A fit resumed from it rewrites the CSV file with the saved rows and continues,
+    so the file never holds rows of epochs the resumed run trains again.
+
     Args:
         schedule: The run's class schedule (for the ``classes`` column).
         path: CSV file to write (overwritten at fit start); ``None`` keeps the rows in memory only.
@@ -93,13 +98,39 @@ class EpochRecorder(pl.Callback):
         self._samples: dict[str, list[float]] = {}
         self._values: dict[str, float] = {}
         self._start = 0.0
+        self._trainer: pl.Trainer | None = None
+        self._restored: dict[str, Any] | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Keep the trainer, whose epoch-end values a checkpoint's row needs."""
+        self._trainer = trainer
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Start a new file."""
+        """Start a new file, or rewrite it with the rows of the checkpoint being resumed."""
+        restored, self._restored = self._restored, None
         self.rows, self._columns, self._open = [], [], False
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.unlink(missing_ok=True)
+        if restored is not None:
+            self._columns = list(restored["columns"])
+            for row in restored["rows"]:
+                self._keep(dict(row))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The finished rows and, at an epoch's end, that epoch's row (floats and strings only)."""
+        rows = list(self.rows)
+        if self._open and self._trainer is not None:
+            metrics = self._trainer.callback_metrics
+            epoch_values = {k: c for k, c in _LOGGED.items() if not k.startswith(("grama/", "dormant/"))}
+            pending = {c: float(metrics[k]) for k, c in epoch_values.items() if c not in self._values and k in metrics}
+            rows.append(self._row(pending))
+        columns = self._columns or ([*COLUMNS, *sorted(k for k in rows[-1] if k not in COLUMNS)] if rows else [])
+        return {"rows": rows, "columns": columns}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the saved rows until the fit starts."""
+        self._restored = state_dict
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Close the previous epoch's row (its epoch-end values arrive after on_train_epoch_end) and open one."""
@@ -126,13 +157,19 @@ class EpochRecorder(pl.Callback):
             elif key in _LOGGED:
                 self._values[_LOGGED[key]] = float(value)
 
+    def _row(self, pending: dict[str, float] | None = None) -> dict[str, float]:
+        row = {c: math.nan for c in COLUMNS} | self._values | (pending or {})
+        row |= {key: sum(v) / len(v) for key, v in self._samples.items()}
+        row["seconds"] = time.perf_counter() - self._start
+        return row
+
     def _close(self) -> None:
         if not self._open:
             return
         self._open = False
-        row = {c: math.nan for c in COLUMNS} | self._values
-        row |= {key: sum(v) / len(v) for key, v in self._samples.items()}
-        row["seconds"] = time.perf_counter() - self._start
+        self._keep(self._row())
+
+    def _keep(self, row: dict[str, float]) -> None:
         self.rows.append(row)
         if self.path is not None:
             self._write(row)
@@ -140,8 +177,8 @@ class EpochRecorder(pl.Callback):
             self.on_row(row)
 
     def _write(self, row: dict[str, float]) -> None:
-        new = not self._columns
-        if new:  # per-layer columns are known once the first epoch has traced and measured the model
+        new = not self.path.exists()
+        if not self._columns:  # per-layer columns are known once the first epoch has traced and measured the model
             self._columns = [*COLUMNS, *sorted(k for k in row if k not in COLUMNS)]
         with self.path.open("a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self._columns, extrasaction="ignore", restval="")

@@ -3,92 +3,133 @@
 Examples:
     python -m benchmarks.rl --agent sac --env HalfCheetah-v5 --method regrama --steps 1000000 --seed 0
     python -m benchmarks.rl --env dmc:dog-walk --methods vanilla regrama redo --seeds 0 1 2 --accelerator gpu
+    python -m benchmarks.rl --env dmc:dog-walk --methods vanilla regrama redo --seeds 0 1 2 --resume
     python -m benchmarks.rl --agent bro --env dmc:dog-walk --critic-net-depth 4 --actor-net-depth 4
     python -m benchmarks.rl --agent dacer --env HalfCheetah-v5 --diffusion-steps 20
     python -m benchmarks.rl --agent bro --help        # the options (and defaults) of one agent
     python -m benchmarks.rl.plot runs/rl/HalfCheetah-v5
 
-Each run writes ``<out>/<env>/<method>/seed<k>/``: ``metrics.csv`` (every logged value against environment
-steps), ``tensorboard/`` event files, ``last.ckpt`` and ``summary.json``.
+Each run writes ``<out>/<env>/<method>/seed<k>/``: ``run.json`` (settings and status), ``metrics.csv`` (every
+logged value against environment steps), ``hparams.yaml``, ``tensorboard/`` event files, ``last.ckpt`` (every
+--checkpoint-every environment steps and at the end) and ``summary.json``. A run folder is keyed on the run's
+full settings: a finished run with the same settings is skipped, one with other settings is never overwritten
+without --overwrite, and an interrupted one (Ctrl-C) continues from its last checkpoint with --resume.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from benchmarks.common import prepare
-from benchmarks.rl.agent_args import add_agent_arguments, read_agent_arguments
-from benchmarks.rl.methods import METHODS
-from benchmarks.rl.networks import ACTIVATIONS, NetworkConfig
-from benchmarks.rl.registry import AGENTS
-from benchmarks.rl.runner import RunConfig, run
+from benchmarks.cli import fraction, make_parser, non_negative_float, non_negative_int, positive_int, usage_errors
+from benchmarks.rl.agent_options import add_options, agent_names, options
+
+if TYPE_CHECKING:  # imported when needed: --help must not load torch
+    from benchmarks.rl.runner import RunConfig
+    from benchmarks.runs import RunControl
+
+# The command line's choices, spelled out so that --help imports no torch (tests check that they equal METHODS,
+# ACTIVATIONS and the registry's agents; the agents' own options come from agent_options.json).
+AGENT_NAMES = agent_names()
+METHOD_NAMES = ("vanilla", "regrama", "redo")
+ACTIVATION_NAMES = ("gelu", "leaky_relu", "mish", "relu", "sigmoid", "swish", "tanh")
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The docstring as written, and every option's default."""
+def build_parser(agent: str = "sac") -> argparse.ArgumentParser:
+    """The parser (light: no torch, no Lightning), with the hyperparameters of ``agent``."""
+    parser = make_parser("python -m benchmarks.rl", __doc__)
+    add = parser.add_argument
+    add("--agent", choices=AGENT_NAMES, default="sac", help="the agent; --help lists the chosen agent's options")
+    add("--env", default="HalfCheetah-v5", help="gymnasium id (HalfCheetah-v5) or dmc:<domain>-<task> (dmc:dog-walk)")
+    add("--method", "--methods", dest="methods", nargs="+", choices=METHOD_NAMES, default=["regrama"],
+        help="methods to run (each run measures both GraMa and ReDo ratios)")  # fmt: skip
+    add("--seed", "--seeds", dest="seeds", nargs="+", type=non_negative_int, default=[0], help="seeds to run")
+    add("--steps", type=positive_int, default=1_000_000, help="environment steps per run")
+    shared = parser.add_argument_group("every network of the agent at once (overrides the per-network options)")
+    shared.add_argument("--width", type=positive_int, default=None, help="neurons per hidden layer")
+    shared.add_argument("--depth", type=positive_int, default=None, help="hidden layers, or residual blocks")
+    shared.add_argument("--activation", choices=ACTIVATION_NAMES, default=None, help="hidden activation")
+    shared.add_argument("--layer-norm", action="store_const", const=True, default=None, help="LayerNorm after Linear")
+    shared.add_argument("--residual", action="store_const", const=True, default=None, help="BRO-net residual blocks")
+    add("--networks", nargs="+", default=None, help="networks to reset (default: the agent's own choice)")
+    add("--reset-every", type=positive_int, default=1000, help="reset period in agent updates")
+    add("--grama-tau", type=non_negative_float, default=0.01, help="GraMa threshold (paper: 0.01)")
+    add("--redo-tau", type=non_negative_float, default=0.02, help="ReDo threshold (paper: 0.02)")
+    add("--max-reset-fraction", type=fraction, default=None, help="reset at most this fraction of a layer at once")
+    add("--keep-outgoing", action="store_true", help="keep reset neurons' outgoing weights (the authors' SAC code)")
+    add("--eval-every", type=positive_int, default=10_000, help="evaluation period in environment steps")
+    add("--eval-episodes", type=positive_int, default=10, help="episodes per evaluation")
+    add("--log-every", type=positive_int, default=1000, help="log losses and ratios every N updates")
+    add("--video", action="store_true", help="record evaluation episodes (MUJOCO_GL=egl)")
+    add("--checkpoint-buffer", action="store_true",
+        help="save the replay buffer in last.ckpt, so that a resumed run trains on the same data")  # fmt: skip
+    add("--checkpoint-every", type=positive_int, default=None,
+        help="save last.ckpt every N environment steps (default: --eval-every)")  # fmt: skip
+    control = parser.add_mutually_exclusive_group()
+    control.add_argument("--resume", action="store_true",
+                         help="continue unfinished runs of the same settings from their last checkpoint")  # fmt: skip
+    control.add_argument("--overwrite", action="store_true",
+                         help="delete and re-run runs whose folder holds a run (any status or settings)")  # fmt: skip
+    add("--accelerator", default="auto", help="cpu, gpu or auto")
+    add("--devices", type=positive_int, default=1, help="devices per run")
+    add("--threads", type=positive_int, default=1,
+        help="torch CPU threads (1 is fastest on 2 cores: the env steps in between)")  # fmt: skip
+    add("--no-progress", action="store_true", help="no progress bar")
+    add("--out", type=Path, default=Path("runs/rl"), help="root of the run folders")
+    add_options(parser, agent, options()[agent])
+    return parser
 
 
-def parse(argv: list[str] | None = None) -> tuple[RunConfig, list[str], list[int], int]:
-    """Parse a command line; the agent's options (and their defaults) are those of ``--agent``.
+def _agent(argv: list[str] | None) -> str:
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--agent", choices=AGENT_NAMES, default="sac")
+    return first.parse_known_args(argv)[0].agent
+
+
+def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks across flags, as usage errors that name the flags to change."""
+    values = vars(args)
+    starts, batch = values["agent.learning_starts"], values["agent.batch_size"]
+    buffer = min(values["agent.buffer_size"], args.steps)
+    if starts >= args.steps:
+        parser.error(f"--learning-starts {starts} leaves no update in --steps {args.steps}: lower "
+                     "--learning-starts or raise --steps.")  # fmt: skip
+    need = max(starts, batch, values["agent.num_envs"])
+    if buffer < need:
+        parser.error(f"the replay buffer ({buffer} transitions: --buffer-size, at most --steps) must hold "
+                     f"--learning-starts, --batch-size and --num-envs ({need}): raise --buffer-size.")  # fmt: skip
+
+
+def parse(argv: list[str] | None = None) -> tuple[RunConfig, list[str], list[int], int, RunControl]:
+    """Parse and check the command line; the agent's options (and their defaults) are those of ``--agent``.
+
+    Returns:
+        ``(RunConfig, methods, seeds, threads, RunControl)``.
 
     Raises:
-        SystemExit: On bad input, with a message naming the option (argparse's behaviour).
+        SystemExit: On bad input, with a one-line message naming the flag (argparse's behaviour).
     """
-    first = argparse.ArgumentParser(add_help=False)
-    first.add_argument("--agent", choices=sorted(AGENTS), default="sac")
-    known, _ = first.parse_known_args(argv)
-    cls = AGENTS[known.agent]
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.rl", description=__doc__, formatter_class=_Formatter)
-    d = RunConfig()
-    add = parser.add_argument
-    add("--agent", choices=sorted(AGENTS), default=d.agent, help="agent; --help lists the chosen agent's options")
-    add("--env", default=d.env, help="gymnasium id (HalfCheetah-v5) or dmc:<domain>-<task> (dmc:dog-walk)")
-    add("--method", "--methods", dest="methods", nargs="+", choices=METHODS, default=["regrama"])
-    add("--seed", "--seeds", dest="seeds", nargs="+", type=int, default=[0])
-    add("--steps", type=int, default=d.steps, help="environment steps per run")
-    shared = parser.add_argument_group("every network of the agent at once (overrides the per-network options)")
-    shared.add_argument("--width", type=int, default=None)
-    shared.add_argument("--depth", type=int, default=None, help="hidden layers, or residual blocks")
-    shared.add_argument("--activation", choices=sorted(ACTIVATIONS), default=None)
-    shared.add_argument("--layer-norm", action="store_const", const=True, default=None)
-    shared.add_argument("--residual", action="store_const", const=True, default=None, help="BRO-net residual blocks")
-    add(
-        "--networks",
-        nargs="+",
-        default=None,
-        help=f"networks to reset (default for {cls.__name__}: {' '.join(cls.RESET_NETWORKS)})",
-    )
-    add("--reset-every", type=int, default=d.reset_every, help="reset period in agent updates")
-    add("--grama-tau", type=float, default=d.grama_tau)
-    add("--redo-tau", type=float, default=d.redo_tau)
-    add("--max-reset-fraction", type=float, default=d.max_reset_fraction)
-    add("--keep-outgoing", action="store_true", help="keep reset neurons' outgoing weights (the authors' SAC code)")
-    add("--eval-every", type=int, default=d.eval_every, help="evaluation period in environment steps")
-    add("--eval-episodes", type=int, default=d.eval_episodes)
-    add("--log-every", type=int, default=d.log_every, help="log losses and ratios every N updates")
-    add("--video", action="store_true", help="record evaluation episodes (MUJOCO_GL=egl)")
-    add("--checkpoint-buffer", action="store_true", help="save the replay buffer in last.ckpt")
-    add("--accelerator", default=d.accelerator, help="cpu, gpu or auto")
-    add("--devices", type=int, default=d.devices)
-    add("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on 2 cores: the env steps in between)")
-    add("--no-progress", action="store_true", help="no progress bar")
-    add("--out", type=Path, default=d.out)
-    add_agent_arguments(parser, cls)
+    parser = build_parser(_agent(argv))
     args = parser.parse_args(argv)
-    agent_args = read_agent_arguments(args, cls)
-    overrides = {"width": args.width, "depth": args.depth, "activation": args.activation}
-    overrides |= {"layer_norm": args.layer_norm, "residual": args.residual}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    for name, value in agent_args.items():
-        if isinstance(value, NetworkConfig):
-            agent_args[name] = dataclasses.replace(value, **overrides)
-    if agent_args["learning_starts"] >= args.steps:
-        parser.error(
-            f"--learning-starts {agent_args['learning_starts']} is not below --steps {args.steps}: the run would end "
-            "before its first update; lower --learning-starts (or raise --steps)."
-        )
+    check(parser, args)
+    import dataclasses
+
+    from benchmarks.rl.agent_args import read_agent_arguments
+    from benchmarks.rl.networks import NetworkConfig
+    from benchmarks.rl.registry import agent_class
+    from benchmarks.rl.runner import RunConfig
+    from benchmarks.runs import RunControl
+
+    cls = agent_class(args.agent)
+    with usage_errors(parser):
+        agent_args = read_agent_arguments(args, cls)
+        overrides = {"width": args.width, "depth": args.depth, "activation": args.activation}
+        overrides |= {"layer_norm": args.layer_norm, "residual": args.residual}
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        for name, value in agent_args.items():
+            if isinstance(value, NetworkConfig):
+                agent_args[name] = dataclasses.replace(value, **overrides)
     config = RunConfig(
         agent=args.agent,
         env=args.env,
@@ -110,16 +151,36 @@ def parse(argv: list[str] | None = None) -> tuple[RunConfig, list[str], list[int
         progress=not args.no_progress,
         out=args.out,
     )
-    return config, args.methods, args.seeds, args.threads
+    control = RunControl(args.resume, args.overwrite, args.checkpoint_every)
+    with usage_errors(parser):  # an unknown environment or network, a run folder that holds another run, ...
+        _check_runs(config, args.methods, args.seeds, control)
+    return config, args.methods, args.seeds, args.threads, control
+
+
+def _check_runs(config: RunConfig, methods: list[str], seeds: list[int], control: RunControl) -> None:
+    from benchmarks.rl.envs import make_env
+    from benchmarks.rl.registry import agent_class
+    from benchmarks.rl.runner import run_dir, run_settings
+    from benchmarks.runs import decide
+
+    agent_class(config.agent)
+    make_env(config.env, seed=0).close()
+    for seed in seeds:
+        for method in methods:
+            decide(run_dir(config, method, seed), run_settings(config, method, seed), control)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    config, methods, seeds, threads = parse(argv)
+    """Run the grid of methods and seeds; return the summaries."""
+    config, methods, seeds, threads, control = parse(argv)
+    from benchmarks.common import prepare
+    from benchmarks.rl.runner import run
+
     prepare(threads)
     summaries = []
     for seed in seeds:
         for method in methods:
-            summary = run(config, method, seed)
+            summary = run(config, method, seed, control)
             summaries.append(summary)
             print(
                 f"{config.env} {method} seed {seed}: eval return {summary['final_eval_return']:.1f} at "

@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import json
 import re
+import sys
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal
 
 from benchmarks.rl.agent import OffPolicyAgent
@@ -53,28 +56,30 @@ def argument_help(cls: type) -> dict[str, str]:
     return helps
 
 
-def _add(group: argparse._ArgumentGroup, flag: str, dest: str, hint: Any, default: Any, text: str) -> None:
+def _option(flag: str, dest: str, hint: Any, default: Any, text: str) -> dict[str, Any]:
     hint = _plain(hint)
-    common = {"dest": dest, "default": default, "help": text or "-"}  # a help text, so that the default is shown
+    option = {"flag": flag, "dest": dest, "default": default, "help": text or "-"}
     if hint is bool:
-        group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
-    elif typing.get_origin(hint) is Literal:
-        group.add_argument(flag, choices=typing.get_args(hint), **common)
-    elif typing.get_origin(hint) is tuple:
+        return {**option, "kind": "bool"}
+    if typing.get_origin(hint) is Literal:
+        return {**option, "kind": "choice", "choices": list(typing.get_args(hint))}
+    if typing.get_origin(hint) is tuple:
         item = typing.get_args(hint)[0]
-        group.add_argument(flag, type=item, nargs="*", metavar=item.__name__.upper(), **common)
-    elif hint in (int, float, str):
-        group.add_argument(flag, type=hint, metavar=hint.__name__.upper(), **common)
-    else:
-        raise TypeError(f"No command-line form for {dest}: {hint!r}")
+        return {**option, "kind": f"list:{item.__name__}", "default": list(default) if default is not None else None}
+    if hint in (int, float, str):
+        return {**option, "kind": hint.__name__}
+    raise TypeError(f"No command-line form for {dest}: {hint!r}")
 
 
-def add_agent_arguments(parser: argparse.ArgumentParser, agent: type[OffPolicyAgent]) -> None:
-    """Add one option per hyperparameter of ``agent`` (destinations ``agent.<name>`` / ``agent.<net>.<field>``)."""
+def describe(agent: type[OffPolicyAgent]) -> list[dict[str, Any]]:
+    """One option per hyperparameter of ``agent`` (destinations ``agent.<name>`` / ``agent.<net>.<field>``).
+
+    Plain data: what :mod:`benchmarks.rl.agent_options` stores, so that ``--help`` needs no import of the agent.
+    """
     hints = typing.get_type_hints(agent.__init__)
     helps, net_helps = argument_help(agent), argument_help(NetworkConfig)
     net_hints = typing.get_type_hints(NetworkConfig)
-    group = parser.add_argument_group(f"{agent.__name__} hyperparameters (python -m benchmarks.rl --agent NAME --help)")
+    options = []
     for name, default in agent_defaults(agent).items():
         flag = "--" + name.replace("_", "-")
         if _plain(hints[name]) is NetworkConfig:
@@ -82,9 +87,17 @@ def add_agent_arguments(parser: argparse.ArgumentParser, agent: type[OffPolicyAg
                 dest = f"agent.{name}.{field.name}"
                 text = f"{name}: {net_helps.get(field.name, '')}"
                 field_flag = f"{flag}-{field.name.replace('_', '-')}"
-                _add(group, field_flag, dest, net_hints[field.name], getattr(default, field.name), text)
+                options.append(_option(field_flag, dest, net_hints[field.name], getattr(default, field.name), text))
         else:
-            _add(group, flag, f"agent.{name}", hints[name], default, helps.get(name, ""))
+            options.append(_option(flag, f"agent.{name}", hints[name], default, helps.get(name, "")))
+    return options
+
+
+def add_agent_arguments(parser: argparse.ArgumentParser, agent: type[OffPolicyAgent]) -> None:
+    """Add one option per hyperparameter of ``agent`` (see :func:`describe`)."""
+    from benchmarks.rl.agent_options import add_options
+
+    add_options(parser, agent.__name__, describe(agent))
 
 
 def read_agent_arguments(args: argparse.Namespace, agent: type[OffPolicyAgent]) -> dict[str, Any]:
@@ -99,3 +112,21 @@ def read_agent_arguments(args: argparse.Namespace, agent: type[OffPolicyAgent]) 
             value = values[f"agent.{name}"]
             kwargs[name] = tuple(value) if isinstance(default, tuple) else value
     return kwargs
+
+
+def write_options(path: str) -> str:
+    """Write the option table of every registered agent as JSON to ``path``; return it.
+
+    Run ``python -m benchmarks.rl.agent_args`` after changing an agent's signature; a test checks the file.
+    """
+    from benchmarks.rl.registry import AGENTS
+
+    text = json.dumps({name: describe(cls) for name, cls in sorted(AGENTS.items())}, indent=1) + "\n"
+    Path(path).write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    from benchmarks.rl.agent_options import OPTIONS_FILE
+
+    write_options(sys.argv[1] if len(sys.argv) > 1 else str(OPTIONS_FILE))

@@ -4,7 +4,8 @@ Both runs use the same seed, CleanRL's SAC settings (except a shorter random pha
 settings (critic neurons with a normalised gradient magnitude <= 0.01 reset every 1000 critic updates). Both also
 measure the GraMa and ReDo ratios of the critics. Far too short to show a loss of plasticity (the paper trains
 for a million steps): it shows the whole pipeline working and what it costs. Prints a table, writes it as CSV and
-draws the curves.
+draws the curves, all under runs/ (ignored by git: the committed results in benchmarks/results/ stay as they are).
+A second demo with the same settings reuses the finished runs (--overwrite trains them again).
 
 Run:
     python -m benchmarks.rl.demo
@@ -17,23 +18,32 @@ import argparse
 import csv
 from pathlib import Path
 
+from benchmarks.cli import make_parser, non_negative_int, positive_int
 from benchmarks.rl import __main__ as cli
-from benchmarks.rl.plot import plot, read_series
-from benchmarks.rl.runner import run_dir
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (light: no torch)."""
+    parser = make_parser("python -m benchmarks.rl.demo", __doc__)
+    parser.add_argument("--env", default="HalfCheetah-v5", help="gymnasium id or dmc:<domain>-<task>")
+    parser.add_argument("--steps", type=positive_int, default=10_000, help="environment steps per run")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of both runs")
+    parser.add_argument("--runs", type=Path, default=Path("runs/rl_demo"), help="run folders (logs, checkpoints)")
+    parser.add_argument("--out", type=Path, default=Path("runs/rl_demo"), help="folder of the table and the plot")
+    parser.add_argument("--overwrite", action="store_true", help="train again runs that finished before")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", default="HalfCheetah-v5")
-    parser.add_argument("--steps", type=int, default=10_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs", type=Path, default=Path("runs/rl_demo"), help="run folders (logs, checkpoints)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/rl_demo"), help="table and plot")
-    args = parser.parse_args(argv)
+    """Train both runs (or reuse them), print and write the table, draw the curves."""
+    args = build_parser().parse_args(argv)
+    from benchmarks.rl.plot import plot, read_series
+    from benchmarks.rl.runner import run_dir
+
     common = ["--env", args.env, "--steps", str(args.steps), "--seed", str(args.seed), "--out", str(args.runs)]
     common += ["--learning-starts", "2000", "--eval-every", "2000", "--eval-episodes", "5", "--log-every", "250"]
-    summaries = cli.main([*common, "--methods", "vanilla", "regrama"])
-    config, _, _, _ = cli.parse(common)
+    summaries = cli.main([*common, "--methods", "vanilla", "regrama", *(["--overwrite"] if args.overwrite else [])])
+    config = cli.parse(common)[0]
     rows = []
     for summary in summaries:
         folder = run_dir(config, summary["method"], args.seed)

@@ -79,6 +79,14 @@ class Evaluation(pl.Callback):
                 "has not got them."
             )
 
+    def state_dict(self) -> dict[str, Any]:
+        """The evaluations so far (a resumed run's summary keeps them)."""
+        return {"history": [list(entry) for entry in self.history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the evaluations so far."""
+        self.history = [(int(s), float(m), float(d)) for s, m, d in state_dict["history"]]
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Schedule the next evaluation after the agent's current step (resumed runs continue the schedule)."""
         self._next = (pl_module.env_steps // self.every_n_env_steps + 1) * self.every_n_env_steps
@@ -115,14 +123,23 @@ class Evaluation(pl.Callback):
 
 
 class EnvStepsProgressBar(TQDMProgressBar):
-    """Lightning's progress bar, counting environment steps out of the agent's ``total_steps``."""
+    """Lightning's progress bar, counting environment steps out of the agent's ``total_steps``.
+
+    Args:
+        refresh_rate: Refresh every N updates.
+        description: Shown before the environment id (e.g. ``"sac regrama seed0"``).
+    """
+
+    def __init__(self, refresh_rate: int = 1, description: str = "") -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self.description = description
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Count to the agent's step budget."""
         super().on_train_epoch_start(trainer, pl_module)
         self.train_progress_bar.reset(total=pl_module.total_steps)
         self.train_progress_bar.initial = 0
-        self.train_progress_bar.set_description(f"{pl_module.env_id}")
+        self.train_progress_bar.set_description(f"{self.description} {pl_module.env_id}".strip())
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int

@@ -18,75 +18,37 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
-import torch
-
-from benchmarks.common import prepare
-from benchmarks.rl.agent import OffPolicyAgent
-from benchmarks.rl.registry import AGENTS
+from benchmarks.cli import make_parser, non_negative_int, positive_int
+from benchmarks.rl.agent_options import agent_names
 
 
-class _Timer(pl.Callback):
-    """Wall time of the updates after the first ``warmup`` of a fit (environment steps in between included)."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.count, self.elapsed = warmup, 0.0, 0, 0.0
-
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        if batch_idx == self.warmup:
-            self.start, self.count = time.perf_counter(), pl_module.updates
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        self.elapsed, self.count = time.perf_counter() - self.start, pl_module.updates - self.count
-
-
-def lightning_block(agent: OffPolicyAgent, updates: int, warmup: int, accelerator: str) -> float:
-    """Updates per second of ``trainer.fit`` over ``updates`` more updates (one environment step each)."""
-    agent.total_steps = agent.env_steps + updates + warmup
-    timer = _Timer(warmup)
-    trainer = pl.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        log_every_n_steps=1000,
-        callbacks=[timer],
-    )
-    trainer.fit(agent)
-    return timer.count / timer.elapsed
-
-
-def plain_block(agent: OffPolicyAgent, optimizers: list[torch.optim.Optimizer], updates: int) -> float:
-    """Updates per second of the same update called from a plain PyTorch loop."""
-    buffer = agent.collector.buffer
-    start = time.perf_counter()
-    for _ in range(updates):
-        agent.collect()
-        agent.updates += 1  # the agent's schedules (delayed actor steps) read this counter
-        agent.update(buffer.sample(agent.batch_size), optimizers, torch.Tensor.backward)
-    if agent.device.type == "cuda":
-        torch.cuda.synchronize()
-    return updates / (time.perf_counter() - start)
+def build_parser() -> argparse.ArgumentParser:
+    """The parser (light: no torch)."""
+    parser = make_parser("python -m benchmarks.rl.perf", __doc__)
+    add = parser.add_argument
+    add("--agent", choices=agent_names(), default="sac", help="the agent to time")
+    add("--env", default="HalfCheetah-v5", help="gymnasium id or dmc:<domain>-<task>")
+    add("--updates", type=positive_int, default=300, help="updates per timed block")
+    add("--warmup", type=non_negative_int, default=20, help="untimed updates at the start of each block")
+    add("--blocks", type=positive_int, default=5, help="blocks of each kind, alternating")
+    add("--accelerator", default="cpu", help="cpu, gpu or auto")
+    add("--threads", type=positive_int, default=1, help="torch CPU threads")
+    add("--out", type=Path, default=None, help="write the result as JSON here")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--agent", choices=sorted(AGENTS), default="sac")
-    parser.add_argument("--env", default="HalfCheetah-v5")
-    parser.add_argument("--updates", type=int, default=300, help="updates per timed block")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed updates at the start of each block")
-    parser.add_argument("--blocks", type=int, default=5, help="blocks of each kind, alternating")
-    parser.add_argument("--accelerator", default="cpu")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
-    args = parser.parse_args(argv)
+    """Time both sides; print and return the result."""
+    args = build_parser().parse_args(argv)
+    import lightning.pytorch as pl
+
+    from benchmarks.common import prepare
+    from benchmarks.rl.perf_timing import lightning_block, plain_block
+    from benchmarks.rl.registry import AGENTS
+
     prepare(args.threads)
     pl.seed_everything(0, verbose=False)
     agent = AGENTS[args.agent](

@@ -3,17 +3,22 @@
 Run:
     python -m benchmarks.rl.plot runs/rl/HalfCheetah-v5 --out halfcheetah.png
 
-The folder holds ``<method>/seed<k>/metrics.csv`` as written by ``python -m benchmarks.rl``.
+The folder holds ``<method>/seed<k>/metrics.csv`` as written by ``python -m benchmarks.rl``. Only finished runs
+are drawn (``--include-incomplete`` adds the others, counted in the legend).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
+import sys
+from argparse import ArgumentParser
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.cli import make_parser
+from benchmarks.runs import is_complete
 
 PANELS = (
     ("eval/return", "evaluation return"),
@@ -45,8 +50,13 @@ def aggregate(runs: list[tuple[np.ndarray, np.ndarray]], points: int = 200) -> t
     return grid, curves.mean(0), curves.min(0), curves.max(0)
 
 
-def plot(folder: Path, out: Path) -> Path:
+def plot(folder: Path, out: Path, include_incomplete: bool = False) -> Path:
     """Draw every method found in ``folder`` and write the figure to ``out`` (PNG).
+
+    Args:
+        folder: ``<out>/<env>`` of ``python -m benchmarks.rl``.
+        out: The PNG.
+        include_incomplete: Also draw runs that have not finished (else they are left out, and named on stderr).
 
     Raises:
         FileNotFoundError: If no ``<method>/seed<k>/metrics.csv`` is under ``folder``.
@@ -56,7 +66,13 @@ def plot(folder: Path, out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = sorted({p.parent.parent.name for p in folder.glob("*/seed*/metrics.csv")})
+    found = sorted(folder.glob("*/seed*/metrics.csv"))
+    unfinished = [p.parent for p in found if not is_complete(p.parent)]
+    if unfinished and not include_incomplete:
+        names = ", ".join(str(p.relative_to(folder)) for p in unfinished)
+        print(f"left out {len(unfinished)} incomplete run(s): {names} (--include-incomplete)", file=sys.stderr)
+        found = [p for p in found if p.parent not in unfinished]
+    methods = sorted({p.parent.parent.name for p in found})
     if not methods:
         raise FileNotFoundError(
             f"No <method>/seed<k>/metrics.csv under {folder}; run `python -m benchmarks.rl --out ...` first."
@@ -64,10 +80,12 @@ def plot(folder: Path, out: Path) -> Path:
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 3.6))
     for ax, (key, title) in zip(axes, PANELS, strict=True):
         for method in methods:
-            files = sorted(folder.glob(f"{method}/seed*/metrics.csv"))
+            files = [p for p in found if p.parent.parent.name == method]
             grid, mean, low, high = aggregate([read_series(f, key) for f in files])
             if len(grid):
-                (line,) = ax.plot(grid, mean, label=f"{method} ({len(files)} seeds)")
+                partial = sum(f.parent in unfinished for f in files)
+                label = f"{method} ({len(files)} seeds{f', {partial} incomplete' if partial else ''})"
+                (line,) = ax.plot(grid, mean, label=label)
                 ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2)
         ax.set_title(title)
         ax.set_xlabel("environment steps")
@@ -81,12 +99,23 @@ def plot(folder: Path, out: Path) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> ArgumentParser:
+    """The command line (light: no torch)."""
+    parser = make_parser("python -m benchmarks.rl.plot", __doc__)
     parser.add_argument("folder", type=Path, help="<out>/<env> of a run of python -m benchmarks.rl")
     parser.add_argument("--out", type=Path, default=None, help="PNG to write (default: <folder>/curves.png)")
+    parser.add_argument("--include-incomplete", action="store_true", help="also draw runs that have not finished")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Plot a folder of runs; return the PNG's path."""
+    parser = build_parser()
     args = parser.parse_args(argv)
-    path = plot(args.folder, args.out or args.folder / "curves.png")
+    try:
+        path = plot(args.folder, args.out or args.folder / "curves.png", args.include_incomplete)
+    except FileNotFoundError as error:
+        parser.error(str(error))
     print(f"wrote {path}")
     return path
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,8 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from benchmarks import checkpointing, runs
+from benchmarks.hparams import LogHyperparams
 from benchmarks.rl.agent_args import agent_defaults
 from benchmarks.rl.evaluation import EnvStepsProgressBar, Evaluation
 from benchmarks.rl.methods import method_callbacks, monitors
@@ -48,22 +50,53 @@ def run_dir(config: RunConfig, method: str, seed: int) -> Path:
     return config.out / config.env.replace(":", "_") / label / f"seed{seed}"  # ":" of dmc ids: "_"
 
 
-def run(config: RunConfig, method: str, seed: int) -> dict[str, Any]:
-    """Train one agent with one method and seed; write logs, a checkpoint and ``summary.json`` in its run folder.
+def run_settings(config: RunConfig, method: str, seed: int) -> dict[str, Any]:
+    """What defines a run's result, the key of its folder: the config without ``out`` and ``progress``."""
+    settings = {k: v for k, v in asdict(config).items() if k not in ("out", "progress")}
+    return {"config": settings, "method": method, "seed": seed}
+
+
+def grama_ratio(grama: pl.Callback) -> float | None:
+    """The latest GraMa ratio a ``ReGraMa`` callback measured."""
+    return grama.last_metrics.get("grama/ratio")
+
+
+def run(
+    config: RunConfig,
+    method: str,
+    seed: int,
+    control: runs.RunControl | None = None,
+    extra_callbacks: Sequence[pl.Callback] = (),
+) -> dict[str, Any]:
+    """Train one agent with one method and seed; write logs, checkpoints and ``summary.json`` in its run folder.
+
+    ``last.ckpt`` is saved every ``control.checkpoint_every`` environment steps (default ``eval_every``) and at
+    the end. A folder that already holds a run is skipped, resumed or refused as ``benchmarks.runs.begin``
+    decides (``control``: ``resume``, ``overwrite``).
 
     Args:
         config: The run's settings.
         method: ``vanilla``, ``regrama`` or ``redo``.
         seed: Seed of the networks, the environments and the resets.
+        control: Resume, overwrite and checkpoint period.
+        extra_callbacks: More callbacks for the Trainer.
 
     Returns:
         The summary written to ``summary.json``.
 
     Raises:
         ValueError: On an unknown agent, method or environment.
+        benchmarks.runs.RunFolderError: When the folder holds another or an incomplete run that ``control``
+            does not allow touching.
     """
     cls = agent_class(config.agent)
     folder = run_dir(config, method, seed)
+    control = control or runs.RunControl()
+    settings = run_settings(config, method, seed)
+    decision = runs.decide(folder, settings, control)
+    if decision.action == "skip":
+        print(f"{folder}: done before with these settings, skipped (--overwrite re-runs it)")
+        return decision.summary
     pl.seed_everything(seed, verbose=False)
     kwargs = dict(config.agent_args)
     # A short run needs no million-row buffer (it is preallocated).
@@ -74,9 +107,11 @@ def run(config: RunConfig, method: str, seed: int) -> dict[str, Any]:
     networks = tuple(config.networks or cls.RESET_NETWORKS)
     unknown = sorted(set(networks) - set(agent.networks()))
     if unknown:
+        agent.close()
         raise ValueError(
             f"`networks` {unknown} are not networks of {cls.__name__}; choose among {sorted(agent.networks())}."
         )
+    start = runs.begin(folder, settings, control)  # the folder is touched only once the run can start
     callbacks: list[pl.Callback] = list(
         method_callbacks(
             method,  # type: ignore[arg-type]
@@ -93,27 +128,50 @@ def run(config: RunConfig, method: str, seed: int) -> dict[str, Any]:
         config.eval_every, config.eval_episodes, video_dir=str(folder / "videos") if config.video else None
     )
     callbacks.append(evaluation)
+    hparams = runs.canonical({**run_settings(config, method, seed)["config"], "method": method, "seed": seed,
+                              "networks": list(networks), "buffer_size": agent.buffer_size})  # fmt: skip
+
+    def final() -> dict[str, float]:  # TensorBoard's hparams table, written when the fit has finished
+        return {
+            "hp/final_eval_return": evaluation.history[-1][1],
+            "hp/grama_ratio": grama_ratio(monitors(callbacks)[0]),
+        }
+
+    every = control.checkpoint_every or config.eval_every
+    callbacks += [
+        checkpointing.RandomState(),
+        checkpointing.PeriodicCheckpoint(folder / runs.CHECKPOINT_FILE, every, "env_steps"),
+        LogHyperparams(hparams, final, step=lambda trainer, agent: agent.env_steps),
+        *extra_callbacks,
+    ]
     if config.progress:
-        callbacks.append(EnvStepsProgressBar(refresh_rate=50))
+        callbacks.append(EnvStepsProgressBar(refresh_rate=50, description=f"{config.agent} {method} seed{seed}"))
     name, version = str(folder.parent.relative_to(config.out)), folder.name
+    board_resume = checkpointing.tensorboard_resume_kwargs(start.checkpoint)
     trainer = pl.Trainer(
         accelerator=config.accelerator,
         devices=config.devices,
         max_epochs=1,
         logger=[
             CSVLogger(config.out, name=name, version=version),
-            TensorBoardLogger(config.out, name=name, version=version, sub_dir="tensorboard", default_hp_metric=False),
+            TensorBoardLogger(
+                config.out, name=name, version=version, sub_dir="tensorboard", default_hp_metric=False, **board_resume
+            ),
         ],
         callbacks=callbacks,
         log_every_n_steps=config.log_every,
-        enable_checkpointing=False,
+        enable_checkpointing=True,
         enable_progress_bar=config.progress,
         enable_model_summary=False,
     )
-    start = time.perf_counter()
-    trainer.fit(agent)
-    seconds = time.perf_counter() - start
-    trainer.save_checkpoint(folder / "last.ckpt")
+    if start.checkpoint is not None:  # before anything makes the CSV logger's writer, which clears its file
+        checkpointing.resume_csv_loggers(trainer.loggers, start.checkpoint)
+    before = checkpointing.saved_counters(start.checkpoint, "off_policy_agent", env_steps=0, updates=0)
+    began = time.perf_counter()
+    with runs.attempt(folder):
+        trainer.fit(agent, ckpt_path=start.checkpoint)
+    seconds = time.perf_counter() - began  # of this attempt; the rates below too
+    trainer.save_checkpoint(folder / runs.CHECKPOINT_FILE)
     agent.close()
     grama, redo = monitors(callbacks)
     summary = {
@@ -124,6 +182,7 @@ def run(config: RunConfig, method: str, seed: int) -> dict[str, Any]:
         "env_steps": agent.env_steps,
         "updates": agent.updates,
         "episodes": agent.episodes,
+        "buffer_size": agent.buffer_size,  # the capacity used: --buffer-size, at most --steps
         "final_eval_return": evaluation.history[-1][1],
         "best_eval_return": max(r for _, r, _ in evaluation.history),
         "evaluations": [{"env_steps": s, "return": r, "std": d} for s, r, d in evaluation.history],
@@ -131,11 +190,11 @@ def run(config: RunConfig, method: str, seed: int) -> dict[str, Any]:
         "dormant_ratio": redo.last_metrics.get("dormant/ratio"),
         "reset_events": grama.resets + redo.resets,
         "seconds": seconds,
-        "env_steps_per_s": agent.env_steps / seconds,
-        "updates_per_s": agent.updates / seconds,
+        "env_steps_per_s": (agent.env_steps - before["env_steps"]) / seconds,
+        "updates_per_s": (agent.updates - before["updates"]) / seconds,
         "device": str(agent.device),
         "networks": list(networks),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
     }
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    runs.finish(folder, summary)
+    return runs.read_summary(folder)

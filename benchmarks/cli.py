@@ -1,0 +1,78 @@
+"""What every benchmark command line shares: help that shows defaults, checked numbers, one-line usage errors.
+
+This module imports nothing heavy (no torch, no Lightning), and the command lines build their parsers from it and
+from other light modules only, so that ``--help`` prints at once; the training code is imported after parsing.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's line breaks (examples) and appends ``(default: ...)`` to every flag's help."""
+
+
+def make_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """An ``ArgumentParser`` with :class:`HelpFormatter`.
+
+    Args:
+        prog: The command as typed (``python -m benchmarks.rl``).
+        description: Text above the flags (usually the module docstring).
+
+    Returns:
+        The parser.
+    """
+    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+
+
+def _number(kind: Callable[[str], T], test: Callable[[T], bool], what: str) -> Callable[[str], T]:
+    def parse(text: str) -> T:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, lambda v: v > 0, "a positive integer")
+non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: v > 0, "a number > 0")
+non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
+fraction = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+@contextmanager
+def usage_errors(parser: argparse.ArgumentParser, *kinds: type[Exception]) -> Iterator[None]:
+    """Turn ``ValueError`` (or ``kinds``) raised by settings checks into ``parser.error``.
+
+    That prints the usage line and a one-line message and exits with status 2, as for any other bad argument.
+    Wrap only code that checks arguments, never training, so that a real failure keeps its traceback.
+    """
+    caught = kinds or (ValueError,)
+    try:
+        yield
+    except caught as error:
+        parser.error(str(error))
+
+
+def flags_without_help(parser: argparse.ArgumentParser) -> list[str]:
+    """Every flag or positional of ``parser`` and its subcommands that has no help text (for tests)."""
+    missing = []
+    for action in parser._actions:  # argparse exposes no public list of actions
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += [f"{name} {flag}" for flag in flags_without_help(sub)]
+        elif not action.help and not isinstance(action, argparse._HelpAction):
+            missing.append("/".join(action.option_strings) or action.dest)
+    return missing

@@ -1,0 +1,143 @@
+"""RL runs a researcher can trust: periodic checkpoints and resume after Ctrl-C, reruns keyed on the settings,
+hyperparameters in hparams.yaml and TensorBoard, a progress bar that names the run, the buffer size used."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+from helpers import CtrlC, sigint_restored
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from benchmarks import runs
+from benchmarks.rl import __main__ as cli
+from benchmarks.rl.plot import read_series
+from benchmarks.rl.runner import run
+
+ARGS = ["--env", "Pendulum-v1", "--methods", "regrama", "--steps", "400", "--learning-starts", "100"]
+ARGS += ["--batch-size", "32", "--width", "32", "--eval-every", "200", "--eval-episodes", "1", "--log-every", "25"]
+ARGS += ["--reset-every", "50", "--checkpoint-every", "100", "--checkpoint-buffer", "--no-progress"]
+ARGS += ["--accelerator", "cpu"]
+
+
+@pytest.fixture
+def restore_sigint():
+    with sigint_restored():
+        yield
+
+
+def ctrl_c_at(env_steps):
+    """Ctrl-C at the first update at or after ``env_steps``."""
+    return CtrlC(lambda trainer, agent, batch_idx: agent.env_steps >= env_steps)
+
+
+def tensorboard(folder):
+    events = EventAccumulator(str(folder / "tensorboard"))
+    events.Reload()
+    return events
+
+
+def test_a_run_interrupted_by_ctrl_c_resumes_with_the_same_counters_buffer_schedule_and_logs(tmp_path, restore_sigint):
+    full = cli.main([*ARGS, "--out", str(tmp_path / "full")])[0]
+
+    out = tmp_path / "cut"
+    config, _, _, _, control = cli.parse([*ARGS, "--out", str(out)])
+    with pytest.raises(SystemExit):  # Lightning's graceful Ctrl-C: on_exception hooks, teardown, exit(1)
+        run(config, "regrama", 0, control, extra_callbacks=[ctrl_c_at(250)])
+    folder = out / "Pendulum-v1" / "regrama" / "seed0"
+    assert runs.read_run(folder)["status"] == "interrupted" and not (folder / "summary.json").exists()
+    saved = torch.load(folder / "last.ckpt", weights_only=True)
+    resumed_at = saved["off_policy_agent"]["env_steps"]
+    assert resumed_at == saved["run_logs"]["step"] == 200  # the periodic checkpoint before the interruption
+    with pytest.raises(SystemExit) as refused:  # not silently restarted: the fix is named
+        cli.main([*ARGS, "--out", str(out)])
+    assert refused.value.code == 2
+    resumed = cli.main([*ARGS, "--out", str(out), "--resume"])[0]
+
+    for key in ("env_steps", "updates", "reset_events", "buffer_size"):
+        assert resumed[key] == full[key], key
+    assert [e["env_steps"] for e in resumed["evaluations"]] == [e["env_steps"] for e in full["evaluations"]]
+    assert resumed["evaluations"][0] == full["evaluations"][0]  # the evaluation before the interruption is kept
+    assert resumed["resumes"] == 1 and runs.is_complete(folder)
+    # The buffer: the first 200 transitions are the uninterrupted run's (the same seed, saved in the checkpoint).
+    a = torch.load(tmp_path / "full" / "Pendulum-v1" / "regrama" / "seed0" / "last.ckpt", weights_only=True)
+    b = torch.load(folder / "last.ckpt", weights_only=True)
+    buffer_a, buffer_b = a["off_policy_agent"]["buffer"], b["off_policy_agent"]["buffer"]
+    assert buffer_a["size"] == buffer_b["size"] == 400
+    for name in ("obs", "action", "reward", "next_obs", "terminated"):
+        assert torch.equal(buffer_a[name][:resumed_at], buffer_b[name][:resumed_at]), name
+    # The callbacks' schedule: the same step counters, so the same reset steps.
+    grama_a = next(v for k, v in a["callbacks"].items() if k.startswith("ReGraMa"))
+    grama_b = next(v for k, v in b["callbacks"].items() if k.startswith("ReGraMa"))
+    assert grama_a == grama_b
+    # The logs: every value once, at the steps of the uninterrupted run (nothing of the interrupted attempt after
+    # its checkpoint), in the CSV file and in TensorBoard.
+    full_folder = tmp_path / "full" / "Pendulum-v1" / "regrama" / "seed0"
+    for key in ("train/critic_loss", "eval/return", "reset/neurons", "grama/ratio"):
+        steps_a, _ = read_series(full_folder / "metrics.csv", key)
+        steps_b, _ = read_series(folder / "metrics.csv", key)
+        assert steps_b.tolist() == steps_a.tolist(), key
+        board_a = [e.step for e in tensorboard(full_folder).Scalars(key)]
+        assert [e.step for e in tensorboard(folder).Scalars(key)] == board_a, key
+
+
+def test_reruns_are_keyed_on_the_full_settings_and_never_mix_logs(tmp_path, capsys):
+    args = [*ARGS, "--steps", "200", "--out", str(tmp_path)]
+    folder = tmp_path / "Pendulum-v1" / "regrama" / "seed0"
+    first = cli.main(args)[0]
+    events = sorted((folder / "tensorboard").glob("events.out.tfevents.*"))
+    assert cli.main(args)[0] == first  # done: skipped, nothing written
+    assert "done before with these settings, skipped" in capsys.readouterr().out
+    assert sorted((folder / "tensorboard").glob("events.out.tfevents.*")) == events
+    with pytest.raises(SystemExit) as refused:  # another setting in the same folder: refused before training
+        cli.main([*args, "--grama-tau", "0.05"])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # argparse's usage lines, then one error line
+    assert refused.value.code == 2 and "Traceback" not in err and last.startswith("python -m benchmarks.rl: error: ")
+    assert "config.grama_tau: 0.01 -> 0.05" in last and "--overwrite" in last
+    second = cli.main([*args, "--grama-tau", "0.05", "--overwrite"])[0]
+    assert second["config"]["grama_tau"] == 0.05
+    assert not set(events) & set((folder / "tensorboard").glob("events.out.tfevents.*"))  # the old run's are gone
+    steps, _ = read_series(folder / "metrics.csv", "eval/return")
+    assert steps.tolist() == [200]  # one run's rows only
+
+
+def test_hyperparameters_progress_bar_and_buffer_size_are_recorded(tmp_path, capsys):
+    args = [a for a in ARGS if a != "--no-progress"]
+    summary = cli.main([*args, "--steps", "200", "--out", str(tmp_path)])[0]
+    folder = tmp_path / "Pendulum-v1" / "regrama" / "seed0"
+    assert "sac regrama seed0 Pendulum-v1" in capsys.readouterr().out  # the progress bar names the run
+    assert summary["buffer_size"] == 200 and summary["config"]["agent_args"]["buffer_size"] == 1_000_000  # used/asked
+    hparams = yaml.safe_load((folder / "hparams.yaml").read_text())
+    assert (hparams["method"], hparams["grama_tau"], hparams["reset_every"]) == ("regrama", 0.01, 50)
+    assert hparams["agent_args"]["critic_net"]["width"] == 32 and hparams["agent_args"]["actor_net"]["width"] == 32
+    assert hparams["networks"] == ["critic"] and hparams["buffer_size"] == 200
+    content = tensorboard(folder).PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["method"].string_value == "regrama" and start.hparams["reset_every"].number_value == 50
+    assert start.hparams["agent_args/critic_net/width"].number_value == 32
+    final = tensorboard(folder).Scalars("hp/final_eval_return")
+    assert final[-1].value == pytest.approx(summary["final_eval_return"])
+    assert json.loads((folder / "run.json").read_text())["status"] == "complete"
+
+
+def test_make_demo_writes_only_where_git_ignores(tmp_path):
+    """``make demo`` must leave a clean checkout clean: its runs, table and plot all go to ignored folders."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from benchmarks.rl import demo
+
+    args = demo.build_parser().parse_args([])
+    env = args.env.replace(":", "_")
+    written = [args.runs / env / "regrama" / "seed0" / "summary.json", args.out / f"{env}.csv", args.out / f"{env}.png"]
+    assert all(not str(p).startswith("benchmarks/results") for p in written)  # the committed results stay apart
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    done = subprocess.run(["git", "check-ignore", *map(str, written)], cwd=root, capture_output=True, text=True)
+    assert done.stdout.split() == [str(p) for p in written]  # every path is ignored
