@@ -364,7 +364,7 @@ def test_in_place_zero_grad_starts_a_new_window(make):
 
 
 # -- 9. state keys -----------------------------------------------------------------------------------------------
-def test_callbacks_differing_only_in_other_options_have_distinct_state_keys(tmp_path):
+def test_callbacks_differing_only_in_other_options_have_distinct_state_keys():
     first, second = ReGraMa(exclude=["net.2"]), ReGraMa(exclude=["net.0"])
     third = ReGraMa(residual="reset")
     assert len({first.state_key, second.state_key, third.state_key, ReGraMa().state_key}) == 4

@@ -612,9 +612,7 @@ class NeuronReset(pl.Callback):
 
     def _report(self, new: list[str], known: dict[str, NeuronLayer]) -> None:
         residual = [n for n in new if known[n].writes_residual]
-        foreign = {
-            n: sorted({c.name for c in known[n].consumers if self._foreign(c.weight, n)}) for n in new if self._foreign
-        }
+        foreign = {n: sorted({c.name for c in known[n].consumers if self._foreign(c.weight, n)}) for n in new}
         foreign = {n: readers for n, readers in foreign.items() if readers}
         rank_zero_info(
             f"{type(self).__name__}: scoring {len(new)} more layers ({sum(known[n].size for n in new)} neurons)"
