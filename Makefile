@@ -22,7 +22,7 @@ demo: install
 	$(BIN)/python -m benchmarks.rl.demo
 
 test: install lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .
