@@ -1,11 +1,11 @@
 """regrama-lightning: GraMa / ReDo neuron-activity metrics and neuron resets for PyTorch Lightning."""
 
-from regrama_lightning.buffer import MeasurementBuffer
+from importlib.metadata import PackageNotFoundError, version
+
+from regrama_lightning.actions import ActionContext, NeuronAction, Reinitialize
 from regrama_lightning.callbacks import NeuronReset, ReDo, ReGraMa
-from regrama_lightning.gather import MagnitudeGatherer
 from regrama_lightning.metrics import ActivitySummary, DormantRatio, GraMaRatio, NeuronActivityRatio
 from regrama_lightning.ops import OpCall, TracingError, register_op, unregister_op
-from regrama_lightning.probe import ActivationProbe
 from regrama_lightning.reset import clear_optimizer_state, orthogonal_init, reset_neurons, select_neurons
 from regrama_lightning.scores import (
     activation_magnitude_sum,
@@ -16,25 +16,33 @@ from regrama_lightning.scores import (
     weight_grad_magnitude,
     weight_grad_magnitude_sum,
 )
-from regrama_lightning.topology import ActivationSite, Consumer, NeuronLayer, TopologyTracer, trace_topology
+from regrama_lightning.signals import Activation, ActivitySignal, OutputGradient, WeightGradient
+from regrama_lightning.topology import NeuronLayer, trace_topology
+
+try:
+    __version__ = version("regrama-lightning")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
-    "ActivationProbe",
-    "ActivationSite",
+    "ActionContext",
+    "Activation",
+    "ActivitySignal",
     "ActivitySummary",
-    "Consumer",
     "DormantRatio",
     "GraMaRatio",
-    "MagnitudeGatherer",
-    "MeasurementBuffer",
+    "NeuronAction",
     "NeuronActivityRatio",
     "NeuronLayer",
     "NeuronReset",
     "OpCall",
+    "OutputGradient",
     "ReDo",
     "ReGraMa",
-    "TopologyTracer",
+    "Reinitialize",
     "TracingError",
+    "WeightGradient",
+    "__version__",
     "activation_magnitude_sum",
     "clear_optimizer_state",
     "grama_scores",

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from regrama_lightning.callbacks.base import NeuronReset, ResidualPolicy
 from regrama_lightning.metrics import DormantRatio
 from regrama_lightning.reset import InitFn
+from regrama_lightning.signals import Activation, ActivitySignal
 
 
 class ReDo(NeuronReset):
@@ -33,6 +34,7 @@ class ReDo(NeuronReset):
         seed: Seed of the re-draws.
         eps: Added to the layer mean.
         step_attribute: LightningModule attribute used as the x-axis of the logs (``None``: the Trainer's step).
+        name: Checkpoint key (``None``: built from the arguments).
 
     Raises:
         ValueError: On an invalid argument.
@@ -42,9 +44,12 @@ class ReDo(NeuronReset):
         >>> trainer = pl.Trainer(callbacks=[ReDo(tau=0.1, reset_every_n_steps=1000)], max_steps=10)
     """
 
-    signal = "activation"
     prefix = "dormant"
     metric_class = DormantRatio
+
+    def make_signal(self) -> ActivitySignal:
+        """The activation after the layer, where the model computes it."""
+        return Activation()
 
     def __init__(
         self,
@@ -64,6 +69,7 @@ class ReDo(NeuronReset):
         seed: int | None = None,
         eps: float = 1e-9,
         step_attribute: str | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(
             tau=tau,
@@ -82,4 +88,5 @@ class ReDo(NeuronReset):
             seed=seed,
             eps=eps,
             step_attribute=step_attribute,
+            name=name,
         )

@@ -8,6 +8,9 @@ from typing import Literal
 from regrama_lightning.callbacks.base import NeuronReset, ResidualPolicy
 from regrama_lightning.metrics import GraMaRatio
 from regrama_lightning.reset import InitFn
+from regrama_lightning.signals import ActivitySignal, OutputGradient, WeightGradient
+
+_SIGNALS: dict[str, type[ActivitySignal]] = {"weight": WeightGradient, "output": OutputGradient}
 
 
 class ReGraMa(NeuronReset):
@@ -37,6 +40,7 @@ class ReGraMa(NeuronReset):
         seed: Seed of the re-draws.
         eps: Added to the layer mean.
         step_attribute: LightningModule attribute used as the x-axis of the logs (``None``: the Trainer's step).
+        name: Checkpoint key (``None``: built from the arguments).
 
     Raises:
         ValueError: On an invalid argument.
@@ -48,6 +52,10 @@ class ReGraMa(NeuronReset):
 
     prefix = "grama"
     metric_class = GraMaRatio
+
+    def make_signal(self) -> ActivitySignal:
+        """``|W.grad|`` (``score="weight"``) or the output gradient (``score="output"``)."""
+        return _SIGNALS[self.score]()
 
     def __init__(
         self,
@@ -68,13 +76,13 @@ class ReGraMa(NeuronReset):
         seed: int | None = None,
         eps: float = 1e-9,
         step_attribute: str | None = None,
+        name: str | None = None,
     ) -> None:
         if score not in ("weight", "output"):
             raise ValueError(
                 f"`score` must be 'weight' (|W.grad|, the authors' code) or 'output' (Eq. 2), got {score!r}."
             )
         self.score = score
-        self.signal = score
         super().__init__(
             tau=tau,
             reset_every_n_steps=reset_every_n_steps,
@@ -92,4 +100,5 @@ class ReGraMa(NeuronReset):
             seed=seed,
             eps=eps,
             step_attribute=step_attribute,
+            name=name,
         )
