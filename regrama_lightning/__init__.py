@@ -4,6 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from regrama_lightning.actions import ActionContext, NeuronAction, Reinitialize
 from regrama_lightning.callbacks import NeuronReset, ReDo, ReGraMa
+from regrama_lightning.methods import L2Init, ShrinkPerturb, shrink_perturb_
 from regrama_lightning.metrics import ActivitySummary, DormantRatio, GraMaRatio, NeuronActivityRatio
 from regrama_lightning.ops import OpCall, TracingError, register_op, unregister_op
 from regrama_lightning.plasticity import (
@@ -54,6 +55,7 @@ __all__ = [
     "EffectiveRank",
     "FeatureNorm",
     "GraMaRatio",
+    "L2Init",
     "NeuronAction",
     "NeuronActivityRatio",
     "NeuronLayer",
@@ -64,6 +66,7 @@ __all__ = [
     "ReGraMa",
     "Reinitialize",
     "SRank",
+    "ShrinkPerturb",
     "TracingError",
     "WeightGradient",
     "__version__",
@@ -85,6 +88,7 @@ __all__ = [
     "register_op",
     "reset_neurons",
     "select_neurons",
+    "shrink_perturb_",
     "srank",
     "trace_topology",
     "unregister_op",
