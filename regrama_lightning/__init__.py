@@ -4,7 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from regrama_lightning.actions import ActionContext, NeuronAction, Reinitialize
 from regrama_lightning.callbacks import NeuronReset, ReDo, ReGraMa
-from regrama_lightning.methods import L2Init, ShrinkPerturb, shrink_perturb_
+from regrama_lightning.methods import L2Init, NeuronPruning, ShrinkPerturb, shrink_perturb_
 from regrama_lightning.metrics import ActivitySummary, DormantRatio, GraMaRatio, NeuronActivityRatio
 from regrama_lightning.ops import OpCall, TracingError, register_op, unregister_op
 from regrama_lightning.plasticity import (
@@ -59,6 +59,7 @@ __all__ = [
     "NeuronAction",
     "NeuronActivityRatio",
     "NeuronLayer",
+    "NeuronPruning",
     "NeuronReset",
     "OpCall",
     "OutputGradient",
