@@ -4,7 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from regrama_lightning.actions import ActionContext, NeuronAction, Reinitialize
 from regrama_lightning.callbacks import NeuronReset, ReDo, ReGraMa
-from regrama_lightning.methods import L2Init, NeuronPruning, ShrinkPerturb, shrink_perturb_
+from regrama_lightning.methods import ContinualBackprop, L2Init, NeuronPruning, ReBorn, ShrinkPerturb, shrink_perturb_
 from regrama_lightning.metrics import ActivitySummary, DormantRatio, GraMaRatio, NeuronActivityRatio
 from regrama_lightning.ops import OpCall, TracingError, register_op, unregister_op
 from regrama_lightning.plasticity import (
@@ -50,6 +50,7 @@ __all__ = [
     "ActivitySignal",
     "ActivitySummary",
     "ApproximateRank",
+    "ContinualBackprop",
     "DeadUnitFraction",
     "DormantRatio",
     "EffectiveRank",
@@ -63,6 +64,7 @@ __all__ = [
     "NeuronReset",
     "OpCall",
     "OutputGradient",
+    "ReBorn",
     "ReDo",
     "ReGraMa",
     "Reinitialize",
