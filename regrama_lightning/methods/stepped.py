@@ -69,6 +69,11 @@ class SteppedParameters:
             for index, optimizer in enumerate(optimizers):
                 self._hooks.append(optimizer.register_step_post_hook(self._counter(index, after_step)))
 
+    def initial_by_parameter(self) -> dict[int, Tensor]:
+        """``theta_0`` by ``id`` of the parameter."""
+        pairs = zip(self.params, self.initial, strict=True)
+        return {id(p): t for params, initial in pairs for p, t in zip(params, initial, strict=True)}
+
     def _counter(self, index: int, after_step: Callable[[int], None]) -> Callable[..., None]:
         def count(optimizer: Optimizer, args: Any, kwargs: Any) -> None:
             self.steps[index] += 1

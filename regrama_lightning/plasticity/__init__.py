@@ -3,6 +3,7 @@
 Plain functions on tensors, and torchmetrics ``Metric`` s that accumulate batches.
 """
 
+from regrama_lightning.plasticity.callback import ALL_METRICS, PlasticityMetrics
 from regrama_lightning.plasticity.feature_metrics import (
     ActiveUnitFraction,
     ApproximateRank,
@@ -16,11 +17,13 @@ from regrama_lightning.plasticity.rank import approximate_rank, effective_rank, 
 from regrama_lightning.plasticity.units import active_unit_fraction, dead_unit_fraction, feature_norm
 
 __all__ = [
+    "ALL_METRICS",
     "ActiveUnitFraction",
     "ApproximateRank",
     "DeadUnitFraction",
     "EffectiveRank",
     "FeatureNorm",
+    "PlasticityMetrics",
     "SRank",
     "active_unit_fraction",
     "approximate_rank",
