@@ -50,6 +50,12 @@ class ActivitySignal:
     name: ClassVar[str] = ""
     windowed: ClassVar[bool] = False
 
+    def __eq__(self, other: object) -> bool:
+        """A signal equals its name (``callback.signal == "output"``), and itself."""
+        return other == self.name if isinstance(other, str) else other is self
+
+    __hash__ = object.__hash__
+
     def bind(self, model: nn.Module, layers: Mapping[str, nn.Module]) -> None:
         """At fit start: the model and the selected layers (by name) the signal may be asked about."""
         self.model, self.modules = model, dict(layers)

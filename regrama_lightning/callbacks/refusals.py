@@ -45,6 +45,6 @@ def check_resettable(
         fixes.append("register the op with regrama_lightning.register_op")
     listed = "; ".join(f"({i}) {fix}" for i, fix in enumerate(fixes, 1))
     raise ValueError(
-        f"{owner} cannot reset layers {sorted(unmapped)}: their outputs reach weights the tracer cannot map to "
-        f"columns (reader, op: {unmapped}), so their outgoing weights cannot be zeroed. Any of these works: {listed}."
+        f"{owner}: Cannot tell which weights read layers {sorted(unmapped)} (reader, op: {unmapped}), so a reset "
+        f"cannot zero their outgoing weights. Any of these works: {listed}."
     )
