@@ -254,3 +254,29 @@ def test_a_layer_holding_a_generator_is_reset_from_its_own_initialisation():
     assert torch.equal(net[0].weight[mask.logical_not()], before[mask.logical_not()])
     assert net[0].stream is stream and next(stream) == 0
     assert torch.equal(net[2].weight[:, 1], torch.zeros(2))
+
+
+# -- 13. torch.compile: the callback's machinery stays out of compiled graphs ------------------------------------
+def test_a_compiled_model_compiles_once_without_graph_breaks_and_scores_as_eager():
+    from torch._dynamo.utils import counters
+
+    def fit(compiled: bool):
+        torch.manual_seed(0)
+        net = mlp((6, 16, 16, 3))
+        model = Frozen(torch.compile(net) if compiled else net)
+        callbacks = [
+            ReGraMa(score="output", reset_every_n_steps=None, log_every_n_steps=2),
+            ReDo(reset_every_n_steps=None, log_every_n_steps=2),
+        ]
+        trainer(callbacks, max_steps=6).fit(model, loader(n=96))
+        return [c.latest_scores for c in callbacks]
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = fit(compiled=True)
+    assert dict(counters["graph_break"]) == {}
+    assert counters["frames"]["total"] == 1  # the model's forward, compiled once: no recompile
+    for got, expected in zip(compiled, fit(compiled=False), strict=True):
+        assert got.keys() == expected.keys() == {"net.0", "net.2"}
+        for name in got:
+            torch.testing.assert_close(got[name], expected[name])

@@ -22,6 +22,7 @@ from regrama_lightning.actions import ActionContext, NeuronAction, Reinitialize,
 from regrama_lightning.buffer import MeasurementBuffer
 from regrama_lightning.callbacks.arguments import check_arguments, describe_callable
 from regrama_lightning.callbacks.discovery import LayerDiscovery, layer_size, unwrap
+from regrama_lightning.callbacks.eager import hold_eager, release_eager
 from regrama_lightning.callbacks.refusals import check_resettable, check_strategy
 from regrama_lightning.callbacks.reporting import ActivityLog
 from regrama_lightning.metrics import NeuronActivityRatio
@@ -284,15 +285,19 @@ class NeuronReset(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         """Trace while layers are unknown; open the signal for optimizers whose next step is measured."""
-        if self._discovery.wants_trace:
+        tracing = self._discovery.wants_trace
+        if tracing:
             self._discovery.start_trace(self.signal.traced_activation)
-        if not self.signal.windowed:
-            return  # nothing to open: the signal is read when the optimizer steps
-        self._measuring = [t for t in self._tracks if self._due(t.steps + 1)[0] or t.requested]
-        for track in self._tracks:
-            track.measuring = track in self._measuring
-        if self._measuring:
-            self.signal.open(self._measuring, self.layers, tracing=self._discovery.tracer is not None)
+        if self.signal.windowed:
+            self._measuring = [t for t in self._tracks if self._due(t.steps + 1)[0] or t.requested]
+            for track in self._tracks:
+                track.measuring = track in self._measuring
+            if self._measuring:
+                self.signal.open(self._measuring, self.layers, tracing=tracing)
+        if tracing or self._measuring:
+            # Hooks and the tracer's or probe's op interception stay out of compiled graphs: a torch.compile'd
+            # model runs eagerly on these batches only, with no graph break or recompile.
+            hold_eager(self)
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         """Start a gathering window for layers whose gradients were cleared since the last backward."""
@@ -346,6 +351,7 @@ class NeuronReset(pl.Callback):
     ) -> None:
         """Finish the trace; evaluate and log recorded measurements when due; apply due resets."""
         self.signal.end_batch()
+        release_eager(self)
         if self._discovery.tracer is not None and self._stepped:
             # A trace covers whole optimizer-step windows (all micro-batches of an accumulation).
             self._finish_trace()
@@ -374,6 +380,7 @@ class NeuronReset(pl.Callback):
         """Remove hooks and leave the tracer or probe if training stopped inside a batch."""
         self._discovery.close()
         self.signal.teardown()
+        release_eager(self)
         self._remove_hooks()
 
     # -- the pieces the hooks call ------------------------------------------------------------------------

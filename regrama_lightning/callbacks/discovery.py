@@ -137,7 +137,6 @@ class LayerDiscovery:
         self.pending = set(self.candidates)
         self.layers, self.scored, self.traced = {}, [], {}
         self._ran, self._ran_now, self._traces, self._eager = set(), set(), 0, 0
-        self._watch_unrun(announce=False)
 
     def measured(self, optimizer: int) -> list[str]:
         """The layers of one optimizer to measure: scored ones and those not traced yet."""
@@ -155,6 +154,7 @@ class LayerDiscovery:
         """Enter the tracer for this batch."""
         self.tracer = TopologyTracer(self._model, on_activation=on_activation)
         self.tracer.__enter__()
+        self._watch_unrun()  # to see a layer that runs but not through the ops the tracer knows
         self._ran_now = set()
         self._traces += 1
         self._eager += 1
@@ -189,7 +189,7 @@ class LayerDiscovery:
             self._ran = set()
         if not self._ran:
             self._traces = 0
-        self._watch_unrun()
+        self._watch_unrun(between_batches=True)
         self.layers = {n: layer for n, layer in self.traced.items() if layer.called and n in self.candidates}
         self._apply_explicit_consumers()
         for layer in self.layers.values():
@@ -223,17 +223,23 @@ class LayerDiscovery:
                 layer.consumers = explicit_consumers(layer, readers, modules)
                 layer.unmapped_readers = set()
 
-    def _watch_unrun(self, announce: bool = True) -> None:
-        """Cheap forward pre-hooks on layers not traced yet: once one runs, batches are traced until it is seen."""
+    def _watch_unrun(self, between_batches: bool = False) -> None:
+        """Forward pre-hooks on layers not traced yet: once one runs, batches are traced until it is seen.
+
+        During a trace, and between batches only once batches are no longer traced in a row: a hook on a module
+        of a compiled model changes its guards.
+        """
         for handle in self._watchers:
             handle.remove()
         self._watchers = []
         unrun = sorted(self.pending)
+        if between_batches and (not unrun or self._eager < _EAGER_TRACES):
+            return
         hooks = output_hooks(self._model) if unrun else {}
         for name in unrun:
             module = hooks.get(name, (self.candidates[name], None))[0]
             self._watchers.append(module.register_forward_pre_hook(partial(self._layer_ran, name)))
-        if unrun and announce and not self._warned_unrun:
+        if unrun and between_batches and not self._warned_unrun:
             rank_zero_info(f"{self.label}: layers {unrun} did not run yet; they are traced when they do.")
             self._warned_unrun = True
 
