@@ -4,8 +4,6 @@ from regrama_lightning.buffer import MeasurementBuffer
 from regrama_lightning.callbacks import NeuronReset, ReDo, ReGraMa
 from regrama_lightning.gather import MagnitudeGatherer
 from regrama_lightning.metrics import ActivitySummary, DormantRatio, GraMaRatio, NeuronActivityRatio
-from regrama_lightning.ops import OpCall, TracingError, register_op, unregister_op
-from regrama_lightning.probe import ActivationProbe
 from regrama_lightning.reset import clear_optimizer_state, orthogonal_init, reset_neurons, select_neurons
 from regrama_lightning.scores import (
     activation_magnitude_sum,
@@ -16,7 +14,18 @@ from regrama_lightning.scores import (
     weight_grad_magnitude,
     weight_grad_magnitude_sum,
 )
-from regrama_lightning.topology import ActivationSite, Consumer, NeuronLayer, TopologyTracer, trace_topology
+from regrama_lightning.tracing import (
+    ActivationProbe,
+    ActivationSite,
+    Consumer,
+    NeuronLayer,
+    OpCall,
+    TopologyTracer,
+    TracingError,
+    register_op,
+    trace_topology,
+    unregister_op,
+)
 
 __all__ = [
     "ActivationProbe",

@@ -18,16 +18,11 @@ from torch.utils.hooks import RemovableHandle
 from regrama_lightning.buffer import MeasurementBuffer
 from regrama_lightning.gather import MagnitudeGatherer, Signal
 from regrama_lightning.metrics import NeuronActivityRatio
-from regrama_lightning.probe import ActivationProbe
 from regrama_lightning.reset import InitFn, reset_neurons, select_neurons
-from regrama_lightning.topology import (
-    NeuronLayer,
-    TopologyTracer,
-    explicit_consumers,
-    neuron_layers,
-    output_hooks,
-    select_layers,
-)
+from regrama_lightning.tracing.layers import NeuronLayer
+from regrama_lightning.tracing.probe import ActivationProbe
+from regrama_lightning.tracing.selection import explicit_consumers, neuron_layers, output_hooks, select_layers
+from regrama_lightning.tracing.tracer import TopologyTracer
 
 ResidualPolicy = Literal["measure", "reset", "exclude"]
 _SHARDED = ("FSDP", "DeepSpeed", "ModelParallel", "XLAFSDP")
