@@ -5,7 +5,6 @@ from importlib.metadata import PackageNotFoundError, version
 from regrama_lightning.actions import ActionContext, NeuronAction, Reinitialize
 from regrama_lightning.callbacks import NeuronReset, ReDo, ReGraMa
 from regrama_lightning.metrics import ActivitySummary, DormantRatio, GraMaRatio, NeuronActivityRatio
-from regrama_lightning.ops import OpCall, TracingError, register_op, unregister_op
 from regrama_lightning.reset import clear_optimizer_state, orthogonal_init, reset_neurons, select_neurons
 from regrama_lightning.scores import (
     activation_magnitude_sum,
@@ -17,7 +16,7 @@ from regrama_lightning.scores import (
     weight_grad_magnitude_sum,
 )
 from regrama_lightning.signals import Activation, ActivitySignal, OutputGradient, WeightGradient
-from regrama_lightning.topology import NeuronLayer, trace_topology
+from regrama_lightning.tracing import NeuronLayer, OpCall, TracingError, register_op, trace_topology, unregister_op
 
 try:
     __version__ = version("regrama-lightning")

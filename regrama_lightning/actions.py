@@ -29,7 +29,7 @@ from regrama_lightning.reset import (
     restore_norms,
     zero_outgoing,
 )
-from regrama_lightning.topology import NeuronLayer
+from regrama_lightning.tracing.layers import NeuronLayer
 
 
 def derive_seed(seed: int, optimizer: int, layer: str, step: int) -> int:

@@ -19,8 +19,8 @@ from regrama_lightning import (
 )
 from regrama_lightning.buffer import MeasurementBuffer
 from regrama_lightning.gather import GradientWindow
-from regrama_lightning.probe import ActivationProbe
 from regrama_lightning.signals import WeightGradient
+from regrama_lightning.tracing.probe import ActivationProbe
 from regrama_lightning.track import OptimizerTrack
 
 

@@ -21,14 +21,15 @@ from torch import Tensor
 from regrama_lightning.actions import ActionContext, NeuronAction, Reinitialize, derive_seed
 from regrama_lightning.buffer import MeasurementBuffer
 from regrama_lightning.callbacks.arguments import check_arguments, describe_callable
-from regrama_lightning.callbacks.discovery import LayerDiscovery, layer_size, unwrap
+from regrama_lightning.callbacks.discovery import LayerDiscovery, unwrap
 from regrama_lightning.callbacks.eager import hold_eager, release_eager
 from regrama_lightning.callbacks.refusals import check_resettable, check_strategy
 from regrama_lightning.callbacks.reporting import ActivityLog
 from regrama_lightning.metrics import NeuronActivityRatio
 from regrama_lightning.reset import InitFn, select_neurons
 from regrama_lightning.signals import ActivitySignal, WeightGradient
-from regrama_lightning.topology import NeuronLayer
+from regrama_lightning.tracing.layers import NeuronLayer
+from regrama_lightning.tracing.selection import layer_size
 from regrama_lightning.track import OptimizerTrack
 
 ResidualPolicy = Literal["measure", "reset", "exclude"]
@@ -168,7 +169,7 @@ class NeuronReset(pl.Callback):
     # -- inspection ---------------------------------------------------------------------------------------
     @property
     def layers(self) -> dict[str, NeuronLayer]:
-        """The traced structure (:class:`~regrama_lightning.topology.NeuronLayer`) of each selected layer that ran."""
+        """The traced structure (a :class:`~regrama_lightning.tracing.layers.NeuronLayer`) of each selected layer."""
         return self._discovery.layers
 
     @property

@@ -1,6 +1,6 @@
 """Which layers a callback scores: the candidates, the optimizer of each, and what the traces learned.
 
-The first training batch is traced (see :class:`~regrama_lightning.topology.TopologyTracer`); while selected
+The first training batch is traced (see :class:`~regrama_lightning.tracing.tracer.TopologyTracer`); while selected
 layers have not run, the next few batches are traced too (a delayed actor, a second optimizer's network), and
 after that a cheap forward pre-hook on each such layer asks for a trace as soon as it runs (LayerDrop,
 routing). A layer that runs too rarely to be traced is reported and left unscored.
@@ -19,14 +19,9 @@ from torch.nn.utils import parametrize
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
-from regrama_lightning.topology import (
-    NeuronLayer,
-    TopologyTracer,
-    explicit_consumers,
-    neuron_layers,
-    output_hooks,
-    select_layers,
-)
+from regrama_lightning.tracing.layers import NeuronLayer
+from regrama_lightning.tracing.selection import explicit_consumers, neuron_layers, output_hooks, select_layers
+from regrama_lightning.tracing.tracer import TopologyTracer
 
 _MAX_RETRACES = 8  # batches traced after a new layer first ran, before giving up on tracing it
 _EAGER_TRACES = 4  # batches traced in a row while selected layers have not run yet
@@ -256,11 +251,6 @@ class LayerDiscovery:
         for handle in self._watchers:
             handle.remove()
         self._watchers = []
-
-
-def layer_size(module: nn.Module) -> int:
-    """Number of neurons of a Linear/Conv layer (known before a lazy layer is materialised)."""
-    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
 
 
 def unwrap(optimizer: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from regrama_lightning.topology import NeuronLayer
+from regrama_lightning.tracing.layers import NeuronLayer
 
 _SHARDED = ("FSDP", "DeepSpeed", "ModelParallel", "XLAFSDP")
 
