@@ -15,22 +15,20 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from regrama_lightning.actions import ActionContext, NeuronAction, Reinitialize, derive_seed
-from regrama_lightning.buffer import MeasurementBuffer
-from regrama_lightning.callbacks.arguments import check_arguments, describe_callable
+from regrama_lightning.callbacks.arguments import check_arguments, settings
 from regrama_lightning.callbacks.discovery import LayerDiscovery, unwrap
 from regrama_lightning.callbacks.eager import hold_eager, release_eager
-from regrama_lightning.callbacks.refusals import check_resettable, check_strategy
+from regrama_lightning.callbacks.refusals import check_resettable, check_trainer
 from regrama_lightning.callbacks.reporting import ActivityLog
 from regrama_lightning.metrics import NeuronActivityRatio
 from regrama_lightning.reset import InitFn, select_neurons
 from regrama_lightning.signals import ActivitySignal, WeightGradient
 from regrama_lightning.tracing.layers import NeuronLayer
 from regrama_lightning.tracing.selection import layer_size
-from regrama_lightning.track import OptimizerTrack
+from regrama_lightning.track import OptimizerTrack, follow
 
 ResidualPolicy = Literal["measure", "reset", "exclude"]
 
@@ -104,18 +102,7 @@ class NeuronReset(pl.Callback):
         step_attribute: str | None = None,
         name: str | None = None,
     ) -> None:
-        flags = {
-            "include_output_layers": include_output_layers,
-            "reset_optimizer_state": reset_optimizer_state,
-            "zero_outgoing": zero_outgoing,
-            "log_per_layer": log_per_layer,
-        }
-        check_arguments(
-            tau=tau, reset_every_n_steps=reset_every_n_steps, include=include, exclude=exclude, consumers=consumers,
-            residual=residual, max_reset_fraction=max_reset_fraction, init_fn=init_fn,
-            log_every_n_steps=log_every_n_steps, seed=seed, eps=eps, step_attribute=step_attribute, name=name,
-            flags=flags,
-        )  # fmt: skip
+        check_arguments(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
         self.tau = float(tau)
         self.reset_every_n_steps = reset_every_n_steps
         self.include = list(include) if include else None
@@ -143,7 +130,6 @@ class NeuronReset(pl.Callback):
         self._step_hooks: list[Any] = []
         self._measuring: list[OptimizerTrack] = []
         self._restored: dict[str, Any] | None = None
-        self._requested: set[int] = set()  # before on_fit_start: optimizer indices whose next step resets
         self._stepped = False
         self._resets = 0
         self._seed = 0
@@ -213,18 +199,8 @@ class NeuronReset(pl.Callback):
         """Validate the strategy, the Trainer's logging period and the layer selection; fix the seed on every rank."""
         if stage != "fit":
             return
-        check_strategy(type(self).__name__, type(trainer.strategy).__name__)
-        if self.log_every_n_steps is None and trainer.log_every_n_steps < 1:
-            raise ValueError(
-                f"Trainer(log_every_n_steps={trainer.log_every_n_steps}) gives {type(self).__name__} no measuring "
-                f"period: pass {type(self).__name__}(log_every_n_steps=N), or a positive Trainer(log_every_n_steps)."
-            )
+        check_trainer(type(self).__name__, trainer, pl_module, self.log_every_n_steps, self.step_attribute)
         self._discovery.select(pl_module, self.include, self.exclude)
-        if self.step_attribute is not None and not isinstance(getattr(pl_module, self.step_attribute, None), int):
-            raise ValueError(
-                f"`step_attribute={self.step_attribute!r}`: {type(pl_module).__name__} has no int attribute of that "
-                "name to log against; add it or use step_attribute=None for the Trainer's step."
-            )
         seed = self.seed if self.seed is not None else torch.initial_seed() % (2**31)
         self._seed = int(trainer.strategy.broadcast(seed))
 
@@ -233,26 +209,19 @@ class NeuronReset(pl.Callback):
         optimizers = [unwrap(o) for o in trainer.optimizers]
         owner = self._discovery.assign(optimizers)
         restored, self._restored = self._restored or {}, None
-        steps = restored.get("steps", [])
-        requested = set(restored.get("requested", [])) | self._requested
+        steps, requested = restored.get("steps", []), set(restored.get("requested", []))
         self._resets = int(restored.get("resets", 0))
         self._optimizers = len(optimizers)
         self._remove_hooks()
         self._log_every = self.log_every_n_steps or trainer.log_every_n_steps
         # Read measurements about as often as the Trainer logs (at least every 64 measurements), not each one.
         capacity = max(1, min(64, trainer.log_every_n_steps // self._log_every))
-        self._tracks = []
-        for index in sorted(set(owner.values())):  # optimizers of no selected layer (SAC's temperature): not followed
-            sizes = {n: layer_size(m) for n, m in self._discovery.candidates.items() if owner[n] == index}
-            metric = self.metric_class(sizes, tau=self.tau, eps=self.eps).to(pl_module.device)
-            track = OptimizerTrack(index, optimizers[index], metric, MeasurementBuffer(metric, capacity))
-            track.steps = steps[index] if index < len(steps) else 0
-            track.requested = index in requested
-            self._tracks.append(track)
-            # One count per optimizer.step(): Lightning's hooks fire once per closure evaluation (LBFGS: many).
-            self._step_hooks.append(optimizers[index].register_step_post_hook(partial(self._after_step, track)))
+        sizes = {n: layer_size(m) for n, m in self._discovery.candidates.items()}
+        make = lambda names: self.metric_class({n: sizes[n] for n in names}, tau=self.tau, eps=self.eps)  # noqa: E731
+        self._tracks = follow(optimizers, owner, make, pl_module.device, capacity, steps, requested)
+        # One count per optimizer.step(): Lightning's hooks fire once per closure evaluation (LBFGS: many).
+        self._step_hooks = [t.optimizer.register_step_post_hook(partial(self._after_step, t)) for t in self._tracks]
         self._by_optimizer = {id(t.optimizer): t for t in self._tracks}
-        self._requested = set()
         self._trainer = trainer
         self.signal.bind(pl_module, self._discovery.candidates)
         self._discovery.start_fit(pl_module)
@@ -404,7 +373,8 @@ class NeuronReset(pl.Callback):
         self.signal.check({n: layers[n] for n in self.scored})
         self.signal.forget(unscored)
         self._refresh()
-        self._report(new)
+        optimizers = [unwrap(o) for o in self._trainer.optimizers]
+        self._discovery.report(new, optimizers, self.reset_every_n_steps is not None and self.action.touches_outgoing)
 
     def _check_resettable(self, names: Sequence[str]) -> None:
         """Refuse a reset of layers whose outgoing weights the action zeroes but whose readers are not mapped."""
@@ -437,32 +407,6 @@ class NeuronReset(pl.Callback):
                 total = total + self.action.apply(self.select(name, scores[name]), context)
         return total
 
-    def _report(self, new: list[str]) -> None:
-        layers, pending = self.layers, self._discovery.pending
-        residual = [n for n in new if layers[n].writes_residual]
-        rank_zero_info(
-            f"{type(self).__name__}: scoring {len(new)} more layers ({sum(layers[n].size for n in new)} neurons)"
-            + (f"; residual-stream writers ({self.residual}): {residual}" if residual else "")
-            + (f"; not run yet, traced when they first run: {sorted(pending)}" if pending else "")
-        )
-        if self.reset_every_n_steps is None or not self.action.touches_outgoing:
-            return
-        foreign = {n: sorted({c.name for c in layers[n].consumers if self._foreign(c.weight, n)}) for n in new}
-        foreign = {n: readers for n, readers in foreign.items() if readers}
-        if foreign:
-            rank_zero_warn(
-                f"{type(self).__name__}: layers are read by weights of another optimizer or frozen weights, whose "
-                f"columns their resets zero too: {foreign}. If those are another network's inputs (a TD3 critic's "
-                "action input), leave the layers out with `exclude=[...]`."
-            )
-
-    def _foreign(self, weight: Tensor, name: str) -> bool:
-        """Whether a reader's weight is frozen or stepped by another optimizer than layer ``name``'s."""
-        if not weight.requires_grad:
-            return True
-        own = unwrap(self._trainer.optimizers[self._discovery.owner[name]])
-        return not any(p is weight for g in own.param_groups for p in g["params"])
-
     def _remove_hooks(self) -> None:
         for handle in self._step_hooks:
             handle.remove()
@@ -477,29 +421,8 @@ class NeuronReset(pl.Callback):
             if self.name is not None:
                 self._state_key = f"{type(self).__name__}[name={self.name}]"
             else:
-                self._state_key = self._generate_state_key(signal=self.signal.name, **self._settings())
+                self._state_key = self._generate_state_key(signal=self.signal.name, **settings(self))
         return self._state_key
-
-    def _settings(self) -> dict[str, Any]:
-        """Every constructor argument that changes what the callback does (``init_fn`` by a stable description)."""
-        return {
-            "tau": self.tau,
-            "reset_every_n_steps": self.reset_every_n_steps,
-            "include": self.include,
-            "exclude": self.exclude,
-            "consumers": self.consumers or None,
-            "include_output_layers": self.include_output_layers,
-            "residual": self.residual,
-            "max_reset_fraction": self.max_reset_fraction,
-            "reset_optimizer_state": self.reset_optimizer_state,
-            "zero_outgoing": self.zero_outgoing,
-            "init_fn": describe_callable(self.init_fn),
-            "log_every_n_steps": self.log_every_n_steps,
-            "log_per_layer": self.log_per_layer,
-            "seed": self.seed,
-            "eps": self.eps,
-            "step_attribute": self.step_attribute,
-        }
 
     def state_dict(self) -> dict[str, Any]:
         """Step counters, seed, pending requests and the action's state: all a resumed run needs."""

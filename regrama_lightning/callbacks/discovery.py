@@ -210,6 +210,31 @@ class LayerDiscovery:
         """Of these scored layers, those a reset acts on (not residual-stream writers under "measure")."""
         return [n for n in names if not (self.residual == "measure" and self.layers[n].writes_residual)]
 
+    def report(self, new: Sequence[str], optimizers: Sequence[Optimizer], zeroes_readers: bool) -> None:
+        """Say which layers joined; warn when their resets would zero weights of another optimizer or frozen ones."""
+        residual = [n for n in new if self.layers[n].writes_residual]
+        rank_zero_info(
+            f"{self.label}: scoring {len(new)} more layers ({sum(self.layers[n].size for n in new)} neurons)"
+            + (f"; residual-stream writers ({self.residual}): {residual}" if residual else "")
+            + (f"; not run yet, traced when they first run: {sorted(self.pending)}" if self.pending else "")
+        )
+        if not zeroes_readers:
+            return
+        foreign = {}
+        for name in new:
+            own = {id(p) for g in optimizers[self.owner[name]].param_groups for p in g["params"]}
+            readers = sorted(
+                {c.name for c in self.layers[name].consumers if id(c.weight) not in own or not c.weight.requires_grad}
+            )
+            if readers:
+                foreign[name] = readers
+        if foreign:
+            rank_zero_warn(
+                f"{self.label}: layers are read by weights of another optimizer or frozen weights, whose "
+                f"columns their resets zero too: {foreign}. If those are another network's inputs (a TD3 critic's "
+                "action input), leave the layers out with `exclude=[...]`."
+            )
+
     def _apply_explicit_consumers(self) -> None:
         modules = {n: layer.module for n, layer in self.traced.items()}
         for name, readers in self.consumers.items():
