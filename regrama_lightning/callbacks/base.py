@@ -1,10 +1,7 @@
 """``NeuronReset``: the Lightning hooks of the neuron-level methods, in the order they run.
 
-What each hook does lives in its own piece: the layers and their tracing in
-:mod:`~regrama_lightning.callbacks.discovery`, one optimizer's state in :mod:`~regrama_lightning.track`, the
-signal in :mod:`~regrama_lightning.signals`, the action in :mod:`~regrama_lightning.actions`, reading and
-logging in :mod:`~regrama_lightning.callbacks.reporting`, argument checks in
-:mod:`~regrama_lightning.callbacks.arguments`.
+Each job lives elsewhere: layers and tracing in ``callbacks/discovery.py``, one optimizer's state in ``track.py``,
+the signal in ``signals.py``, the action in ``actions.py``, reading and logging in ``callbacks/reporting.py``.
 """
 
 from __future__ import annotations
@@ -64,7 +61,8 @@ class NeuronReset(pl.Callback):
         zero_outgoing: Zero the reset neurons' outgoing weights (the paper, ReDo). ``False`` keeps them, as the
             authors' released SAC code does: a re-drawn neuron then feeds its readers at once, and its gradient
             score is not zero right after the reset.
-        init_fn: Re-initialises a copy of a layer in place; defaults to the layer's ``reset_parameters``.
+        init_fn: Re-initialises a layer in place (run on the layer under the seeded generator, its other values
+            put back); defaults to the layer's ``reset_parameters``.
         log_every_n_steps: Measure and log every N optimizer steps; ``None`` follows the Trainer's
             ``log_every_n_steps``. Reset steps are always measured.
         log_per_layer: Also log one ratio per layer.
@@ -77,6 +75,11 @@ class NeuronReset(pl.Callback):
 
     Raises:
         ValueError: On any invalid argument, naming it and the fix.
+
+    Example:
+        >>> callback = NeuronReset(tau=0.01, reset_every_n_steps=None)  # |W.grad| scores, measured and logged
+        >>> callback.signal == "weight", type(callback.action).__name__
+        (True, 'Reinitialize')
     """
 
     prefix = "grama"
@@ -103,23 +106,13 @@ class NeuronReset(pl.Callback):
         name: str | None = None,
     ) -> None:
         check_arguments(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
-        self.tau = float(tau)
-        self.reset_every_n_steps = reset_every_n_steps
-        self.include = list(include) if include else None
-        self.exclude = list(exclude) if exclude else None
+        self.tau, self.reset_every_n_steps, self.residual = float(tau), reset_every_n_steps, residual
+        self.include, self.exclude = (list(include) if include else None), (list(exclude) if exclude else None)
         self.consumers = {k: list(v) for k, v in (consumers or {}).items()}
-        self.include_output_layers = include_output_layers
-        self.residual = residual
-        self.max_reset_fraction = max_reset_fraction
-        self.reset_optimizer_state = reset_optimizer_state
-        self.zero_outgoing = zero_outgoing
-        self.init_fn = init_fn
-        self.log_every_n_steps = log_every_n_steps
-        self.log_per_layer = log_per_layer
-        self.seed = seed
-        self.eps = eps
-        self.step_attribute = step_attribute
-        self.name = name
+        self.include_output_layers, self.max_reset_fraction = include_output_layers, max_reset_fraction
+        self.reset_optimizer_state, self.zero_outgoing, self.init_fn = reset_optimizer_state, zero_outgoing, init_fn
+        self.log_every_n_steps, self.log_per_layer = log_every_n_steps, log_per_layer
+        self.seed, self.eps, self.step_attribute, self.name = seed, eps, step_attribute, name
         self.signal: ActivitySignal = self.make_signal()
         self.action: NeuronAction = self.make_action()
         self._discovery = LayerDiscovery(type(self).__name__, self.consumers, include_output_layers, residual)

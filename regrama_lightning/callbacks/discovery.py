@@ -13,6 +13,7 @@ from functools import partial
 from typing import Any
 
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
@@ -280,6 +281,4 @@ class LayerDiscovery:
 
 def unwrap(optimizer: Any) -> Any:
     """The torch optimizer inside Lightning's wrapper."""
-    from lightning.pytorch.core.optimizer import LightningOptimizer
-
     return optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer
