@@ -125,7 +125,7 @@ class NeuronReset(pl.Callback):
         self._restored: dict[str, Any] | None = None
         self._stepped = False
         self._resets = 0
-        self._seed = 0
+        self._seed: int | None = None  # fixed at setup (the checkpoint's wins on resume)
         self._trainer: pl.Trainer | None = None
         self._state_key: str | None = None
 
@@ -424,7 +424,7 @@ class NeuronReset(pl.Callback):
         tracks = self._tracks
         return {
             "steps": self._steps,
-            "seed": self._seed,
+            "seed": self._seed if self._seed is not None else self.seed,
             "resets": self._resets,
             "requested": sorted(t.index for t in tracks if t.requested),
             "action": self.action.state_dict(),
