@@ -6,7 +6,6 @@ from regrama_lightning.actions import ActionContext, NeuronAction, Reinitialize
 from regrama_lightning.callbacks import NeuronReset, ReDo, ReGraMa
 from regrama_lightning.methods import ContinualBackprop, L2Init, NeuronPruning, ReBorn, ShrinkPerturb, shrink_perturb_
 from regrama_lightning.metrics import ActivitySummary, DormantRatio, GraMaRatio, NeuronActivityRatio
-from regrama_lightning.ops import OpCall, TracingError, register_op, unregister_op
 from regrama_lightning.plasticity import (
     ActiveUnitFraction,
     ApproximateRank,
@@ -37,7 +36,7 @@ from regrama_lightning.scores import (
     weight_grad_magnitude_sum,
 )
 from regrama_lightning.signals import Activation, ActivitySignal, OutputGradient, WeightGradient
-from regrama_lightning.topology import NeuronLayer, trace_topology
+from regrama_lightning.tracing import NeuronLayer, OpCall, TracingError, register_op, trace_topology, unregister_op
 
 try:
     __version__ = version("regrama-lightning")

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from regrama_lightning.scores import inactive_mask
-from regrama_lightning.topology import Consumer, NeuronLayer
+from regrama_lightning.tracing.layers import Consumer, NeuronLayer
 
 InitFn = Callable[[nn.Module], None]
 

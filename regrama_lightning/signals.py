@@ -28,9 +28,10 @@ from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from regrama_lightning.gather import GradientWindow, channel_dim
-from regrama_lightning.probe import ActivationProbe
 from regrama_lightning.scores import weight_grad_magnitude_sums
-from regrama_lightning.topology import NeuronLayer, output_hooks
+from regrama_lightning.tracing.layers import NeuronLayer
+from regrama_lightning.tracing.probe import ActivationProbe
+from regrama_lightning.tracing.selection import output_hooks
 from regrama_lightning.track import OptimizerTrack
 
 
@@ -49,6 +50,12 @@ class ActivitySignal:
 
     name: ClassVar[str] = ""
     windowed: ClassVar[bool] = False
+
+    def __eq__(self, other: object) -> bool:
+        """A signal equals its name (``callback.signal == "output"``), and itself."""
+        return other == self.name if isinstance(other, str) else other is self
+
+    __hash__ = object.__hash__
 
     def bind(self, model: nn.Module, layers: Mapping[str, nn.Module]) -> None:
         """At fit start: the model and the selected layers (by name) the signal may be asked about."""
@@ -211,7 +218,7 @@ class OutputGradient(WindowedSignal):
 class Activation(WindowedSignal):
     """ReDo's Eq. 1: the batch mean of ``|activation_i|``, the value the traced graph applies after the layer.
 
-    Measured by the tracer on the batch it traces and by an :class:`~regrama_lightning.probe.ActivationProbe`
+    Measured by the tracer on the batch it traces and by an :class:`~regrama_lightning.tracing.probe.ActivationProbe`
     on other measured batches; a call counts once a backward reaches its output (the step's window). The probe
     is paused during an optimizer's update (no activations there), except for optimizers that evaluate their
     closure inside the step (LBFGS).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -71,3 +71,34 @@ class OptimizerTrack:
             return {}
         scores = self.metric.scores(state)
         return {n: scores[n] for n in self.scored}
+
+
+def follow(
+    optimizers: Sequence[Optimizer],
+    owner: Mapping[str, int],
+    make_metric: Callable[[list[str]], NeuronActivityRatio],
+    device: torch.device,
+    capacity: int,
+    steps: Sequence[int] = (),
+    requested: Iterable[int] = (),
+) -> list[OptimizerTrack]:
+    """One track per optimizer that steps a selected layer (SAC's temperature optimizer is not followed).
+
+    Args:
+        optimizers: The Trainer's optimizers (unwrapped).
+        owner: Per selected layer, the index of its optimizer.
+        make_metric: Builds the metric of a list of layers.
+        device: Where the metrics and buffers live.
+        capacity: Measurements buffered between reads.
+        steps: Step counts to start from, by optimizer index (a resumed run); 0 for the others.
+        requested: Optimizer indices whose next step resets.
+    """
+    tracks = []
+    requested = set(requested)
+    for index in sorted(set(owner.values())):
+        metric = make_metric([n for n, i in owner.items() if i == index]).to(device)
+        track = OptimizerTrack(index, optimizers[index], metric, MeasurementBuffer(metric, capacity))
+        track.steps = steps[index] if index < len(steps) else 0
+        track.requested = index in requested
+        tracks.append(track)
+    return tracks

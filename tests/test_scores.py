@@ -19,8 +19,8 @@ from regrama_lightning import (
 )
 from regrama_lightning.buffer import MeasurementBuffer
 from regrama_lightning.gather import GradientWindow
-from regrama_lightning.probe import ActivationProbe
 from regrama_lightning.signals import WeightGradient
+from regrama_lightning.tracing.probe import ActivationProbe
 from regrama_lightning.track import OptimizerTrack
 
 
@@ -224,3 +224,12 @@ def test_weight_grads_recorded_in_buffer_match_the_plain_function_and_skip_layer
     assert metric.summary(rows).neurons.tolist() == [[4.0, 0.0], [4.0, 3.0]]
     total, count = weight_grad_magnitude_sum(b)  # the unbuffered way
     assert torch.allclose(total / count, weight_grad_magnitude(b)) and count == 5
+
+
+def test_metric_means_are_the_raw_per_neuron_means_of_a_state():
+    metric = GraMaRatio({"a": 2, "b": 3}, tau=0.1)
+    state = metric.pack({"a": torch.tensor([2.0, 6.0])}, {"a": 4})
+    means = metric.means(state)
+    assert means["a"].tolist() == [0.5, 1.5] and means["b"].isnan().all()  # b: no data
+    rows = torch.stack([state, metric.pack({"b": torch.tensor([3.0, 0.0, 9.0])}, {"b": 3})])
+    assert metric.means(rows)["b"][1].tolist() == [1.0, 0.0, 3.0]  # a batch of rows: one row of means each

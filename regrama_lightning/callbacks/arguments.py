@@ -14,15 +14,18 @@ def check_arguments(
     include: Any,
     exclude: Any,
     consumers: Any,
+    include_output_layers: Any,
     residual: Any,
     max_reset_fraction: Any,
+    reset_optimizer_state: Any,
+    zero_outgoing: Any,
     init_fn: Any,
     log_every_n_steps: Any,
+    log_per_layer: Any,
     seed: Any,
     eps: Any,
     step_attribute: Any,
     name: Any,
-    flags: Mapping[str, Any],
 ) -> None:
     """Raise ``ValueError`` for the first invalid argument of :class:`~regrama_lightning.callbacks.NeuronReset`."""
     check_number("tau", tau, low=0.0, fix="use 0 to flag only neurons with exactly zero score")
@@ -49,6 +52,12 @@ def check_arguments(
         raise ValueError(f"`step_attribute` must be an attribute name such as 'env_steps', got {step_attribute!r}.")
     if name is not None and (not isinstance(name, str) or not name.strip()):
         raise ValueError(f"`name` must be a non-empty string (the checkpoint key) or None, got {name!r}.")
+    flags = {
+        "include_output_layers": include_output_layers,
+        "reset_optimizer_state": reset_optimizer_state,
+        "zero_outgoing": zero_outgoing,
+        "log_per_layer": log_per_layer,
+    }
     for arg, flag in flags.items():
         if not isinstance(flag, bool):
             raise ValueError(f"`{arg}` must be True or False, got {flag!r}.")
@@ -117,3 +126,18 @@ def _plain(value: Any) -> str:
     if value is None or isinstance(value, bool | int | float | str):
         return repr(value)
     return describe_callable(value) if callable(value) else type(value).__name__
+
+
+SETTINGS = (
+    "tau", "reset_every_n_steps", "include", "exclude", "consumers", "include_output_layers", "residual",
+    "max_reset_fraction", "reset_optimizer_state", "zero_outgoing", "init_fn", "log_every_n_steps", "log_per_layer",
+    "seed", "eps", "step_attribute",
+)  # fmt: skip
+
+
+def settings(callback: Any) -> dict[str, Any]:
+    """Every constructor argument that changes what a callback does (``init_fn`` by a stable description)."""
+    values = {name: getattr(callback, name) for name in SETTINGS}
+    values["consumers"] = values["consumers"] or None
+    values["init_fn"] = describe_callable(values["init_fn"])
+    return values

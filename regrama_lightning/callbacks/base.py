@@ -1,10 +1,7 @@
 """``NeuronReset``: the Lightning hooks of the neuron-level methods, in the order they run.
 
-What each hook does lives in its own piece: the layers and their tracing in
-:mod:`~regrama_lightning.callbacks.discovery`, one optimizer's state in :mod:`~regrama_lightning.track`, the
-signal in :mod:`~regrama_lightning.signals`, the action in :mod:`~regrama_lightning.actions`, reading and
-logging in :mod:`~regrama_lightning.callbacks.reporting`, argument checks in
-:mod:`~regrama_lightning.callbacks.arguments`.
+Each job lives elsewhere: layers and tracing in ``callbacks/discovery.py``, one optimizer's state in ``track.py``,
+the signal in ``signals.py``, the action in ``actions.py``, reading and logging in ``callbacks/reporting.py``.
 """
 
 from __future__ import annotations
@@ -15,20 +12,20 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
 from regrama_lightning.actions import ActionContext, NeuronAction, Reinitialize, derive_seed
-from regrama_lightning.buffer import MeasurementBuffer
-from regrama_lightning.callbacks.arguments import check_arguments, describe_callable
-from regrama_lightning.callbacks.discovery import LayerDiscovery, layer_size, unwrap
-from regrama_lightning.callbacks.refusals import check_resettable, check_strategy
+from regrama_lightning.callbacks.arguments import check_arguments, settings
+from regrama_lightning.callbacks.discovery import LayerDiscovery, unwrap
+from regrama_lightning.callbacks.eager import hold_eager, release_eager
+from regrama_lightning.callbacks.refusals import check_resettable, check_trainer
 from regrama_lightning.callbacks.reporting import ActivityLog
 from regrama_lightning.metrics import NeuronActivityRatio
 from regrama_lightning.reset import InitFn, select_neurons
 from regrama_lightning.signals import ActivitySignal, WeightGradient
-from regrama_lightning.topology import NeuronLayer
-from regrama_lightning.track import OptimizerTrack
+from regrama_lightning.tracing.layers import NeuronLayer
+from regrama_lightning.tracing.selection import layer_size
+from regrama_lightning.track import OptimizerTrack, follow
 
 ResidualPolicy = Literal["measure", "reset", "exclude"]
 
@@ -64,7 +61,8 @@ class NeuronReset(pl.Callback):
         zero_outgoing: Zero the reset neurons' outgoing weights (the paper, ReDo). ``False`` keeps them, as the
             authors' released SAC code does: a re-drawn neuron then feeds its readers at once, and its gradient
             score is not zero right after the reset.
-        init_fn: Re-initialises a copy of a layer in place; defaults to the layer's ``reset_parameters``.
+        init_fn: Re-initialises a layer in place (run on the layer under the seeded generator, its other values
+            put back); defaults to the layer's ``reset_parameters``.
         log_every_n_steps: Measure and log every N optimizer steps; ``None`` follows the Trainer's
             ``log_every_n_steps``. Reset steps are always measured.
         log_per_layer: Also log one ratio per layer.
@@ -77,6 +75,11 @@ class NeuronReset(pl.Callback):
 
     Raises:
         ValueError: On any invalid argument, naming it and the fix.
+
+    Example:
+        >>> callback = NeuronReset(tau=0.01, reset_every_n_steps=None)  # |W.grad| scores, measured and logged
+        >>> callback.signal == "weight", type(callback.action).__name__
+        (True, 'Reinitialize')
     """
 
     prefix = "grama"
@@ -102,35 +105,14 @@ class NeuronReset(pl.Callback):
         step_attribute: str | None = None,
         name: str | None = None,
     ) -> None:
-        flags = {
-            "include_output_layers": include_output_layers,
-            "reset_optimizer_state": reset_optimizer_state,
-            "zero_outgoing": zero_outgoing,
-            "log_per_layer": log_per_layer,
-        }
-        check_arguments(
-            tau=tau, reset_every_n_steps=reset_every_n_steps, include=include, exclude=exclude, consumers=consumers,
-            residual=residual, max_reset_fraction=max_reset_fraction, init_fn=init_fn,
-            log_every_n_steps=log_every_n_steps, seed=seed, eps=eps, step_attribute=step_attribute, name=name,
-            flags=flags,
-        )  # fmt: skip
-        self.tau = float(tau)
-        self.reset_every_n_steps = reset_every_n_steps
-        self.include = list(include) if include else None
-        self.exclude = list(exclude) if exclude else None
+        check_arguments(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        self.tau, self.reset_every_n_steps, self.residual = float(tau), reset_every_n_steps, residual
+        self.include, self.exclude = (list(include) if include else None), (list(exclude) if exclude else None)
         self.consumers = {k: list(v) for k, v in (consumers or {}).items()}
-        self.include_output_layers = include_output_layers
-        self.residual = residual
-        self.max_reset_fraction = max_reset_fraction
-        self.reset_optimizer_state = reset_optimizer_state
-        self.zero_outgoing = zero_outgoing
-        self.init_fn = init_fn
-        self.log_every_n_steps = log_every_n_steps
-        self.log_per_layer = log_per_layer
-        self.seed = seed
-        self.eps = eps
-        self.step_attribute = step_attribute
-        self.name = name
+        self.include_output_layers, self.max_reset_fraction = include_output_layers, max_reset_fraction
+        self.reset_optimizer_state, self.zero_outgoing, self.init_fn = reset_optimizer_state, zero_outgoing, init_fn
+        self.log_every_n_steps, self.log_per_layer = log_every_n_steps, log_per_layer
+        self.seed, self.eps, self.step_attribute, self.name = seed, eps, step_attribute, name
         self.signal: ActivitySignal = self.make_signal()
         self.action: NeuronAction = self.make_action()
         self._discovery = LayerDiscovery(type(self).__name__, self.consumers, include_output_layers, residual)
@@ -141,10 +123,9 @@ class NeuronReset(pl.Callback):
         self._step_hooks: list[Any] = []
         self._measuring: list[OptimizerTrack] = []
         self._restored: dict[str, Any] | None = None
-        self._requested: set[int] = set()  # before on_fit_start: optimizer indices whose next step resets
         self._stepped = False
         self._resets = 0
-        self._seed = 0
+        self._seed: int | None = None  # fixed at setup (the checkpoint's wins on resume)
         self._trainer: pl.Trainer | None = None
         self._state_key: str | None = None
 
@@ -167,7 +148,7 @@ class NeuronReset(pl.Callback):
     # -- inspection ---------------------------------------------------------------------------------------
     @property
     def layers(self) -> dict[str, NeuronLayer]:
-        """The traced structure (:class:`~regrama_lightning.topology.NeuronLayer`) of each selected layer that ran."""
+        """The traced structure (a :class:`~regrama_lightning.tracing.layers.NeuronLayer`) of each selected layer."""
         return self._discovery.layers
 
     @property
@@ -211,18 +192,8 @@ class NeuronReset(pl.Callback):
         """Validate the strategy, the Trainer's logging period and the layer selection; fix the seed on every rank."""
         if stage != "fit":
             return
-        check_strategy(type(self).__name__, type(trainer.strategy).__name__)
-        if self.log_every_n_steps is None and trainer.log_every_n_steps < 1:
-            raise ValueError(
-                f"Trainer(log_every_n_steps={trainer.log_every_n_steps}) gives {type(self).__name__} no measuring "
-                f"period: pass {type(self).__name__}(log_every_n_steps=N), or a positive Trainer(log_every_n_steps)."
-            )
+        check_trainer(type(self).__name__, trainer, pl_module, self.log_every_n_steps, self.step_attribute)
         self._discovery.select(pl_module, self.include, self.exclude)
-        if self.step_attribute is not None and not isinstance(getattr(pl_module, self.step_attribute, None), int):
-            raise ValueError(
-                f"`step_attribute={self.step_attribute!r}`: {type(pl_module).__name__} has no int attribute of that "
-                "name to log against; add it or use step_attribute=None for the Trainer's step."
-            )
         seed = self.seed if self.seed is not None else torch.initial_seed() % (2**31)
         self._seed = int(trainer.strategy.broadcast(seed))
 
@@ -231,26 +202,19 @@ class NeuronReset(pl.Callback):
         optimizers = [unwrap(o) for o in trainer.optimizers]
         owner = self._discovery.assign(optimizers)
         restored, self._restored = self._restored or {}, None
-        steps = restored.get("steps", [])
-        requested = set(restored.get("requested", [])) | self._requested
+        steps, requested = restored.get("steps", []), set(restored.get("requested", []))
         self._resets = int(restored.get("resets", 0))
         self._optimizers = len(optimizers)
         self._remove_hooks()
         self._log_every = self.log_every_n_steps or trainer.log_every_n_steps
         # Read measurements about as often as the Trainer logs (at least every 64 measurements), not each one.
         capacity = max(1, min(64, trainer.log_every_n_steps // self._log_every))
-        self._tracks = []
-        for index in sorted(set(owner.values())):  # optimizers of no selected layer (SAC's temperature): not followed
-            sizes = {n: layer_size(m) for n, m in self._discovery.candidates.items() if owner[n] == index}
-            metric = self.metric_class(sizes, tau=self.tau, eps=self.eps).to(pl_module.device)
-            track = OptimizerTrack(index, optimizers[index], metric, MeasurementBuffer(metric, capacity))
-            track.steps = steps[index] if index < len(steps) else 0
-            track.requested = index in requested
-            self._tracks.append(track)
-            # One count per optimizer.step(): Lightning's hooks fire once per closure evaluation (LBFGS: many).
-            self._step_hooks.append(optimizers[index].register_step_post_hook(partial(self._after_step, track)))
+        sizes = {n: layer_size(m) for n, m in self._discovery.candidates.items()}
+        make = lambda names: self.metric_class({n: sizes[n] for n in names}, tau=self.tau, eps=self.eps)  # noqa: E731
+        self._tracks = follow(optimizers, owner, make, pl_module.device, capacity, steps, requested)
+        # One count per optimizer.step(): Lightning's hooks fire once per closure evaluation (LBFGS: many).
+        self._step_hooks = [t.optimizer.register_step_post_hook(partial(self._after_step, t)) for t in self._tracks]
         self._by_optimizer = {id(t.optimizer): t for t in self._tracks}
-        self._requested = set()
         self._trainer = trainer
         self.signal.bind(pl_module, self._discovery.candidates)
         self._discovery.start_fit(pl_module)
@@ -284,15 +248,19 @@ class NeuronReset(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         """Trace while layers are unknown; open the signal for optimizers whose next step is measured."""
-        if self._discovery.wants_trace:
+        tracing = self._discovery.wants_trace
+        if tracing:
             self._discovery.start_trace(self.signal.traced_activation)
-        if not self.signal.windowed:
-            return  # nothing to open: the signal is read when the optimizer steps
-        self._measuring = [t for t in self._tracks if self._due(t.steps + 1)[0] or t.requested]
-        for track in self._tracks:
-            track.measuring = track in self._measuring
-        if self._measuring:
-            self.signal.open(self._measuring, self.layers, tracing=self._discovery.tracer is not None)
+        if self.signal.windowed:
+            self._measuring = [t for t in self._tracks if self._due(t.steps + 1)[0] or t.requested]
+            for track in self._tracks:
+                track.measuring = track in self._measuring
+            if self._measuring:
+                self.signal.open(self._measuring, self.layers, tracing=tracing)
+        if tracing or self._measuring:
+            # Hooks and the tracer's or probe's op interception stay out of compiled graphs: a torch.compile'd
+            # model runs eagerly on these batches only, with no graph break or recompile.
+            hold_eager(self)
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         """Start a gathering window for layers whose gradients were cleared since the last backward."""
@@ -346,6 +314,7 @@ class NeuronReset(pl.Callback):
     ) -> None:
         """Finish the trace; evaluate and log recorded measurements when due; apply due resets."""
         self.signal.end_batch()
+        release_eager(self)
         if self._discovery.tracer is not None and self._stepped:
             # A trace covers whole optimizer-step windows (all micro-batches of an accumulation).
             self._finish_trace()
@@ -374,6 +343,7 @@ class NeuronReset(pl.Callback):
         """Remove hooks and leave the tracer or probe if training stopped inside a batch."""
         self._discovery.close()
         self.signal.teardown()
+        release_eager(self)
         self._remove_hooks()
 
     # -- the pieces the hooks call ------------------------------------------------------------------------
@@ -396,7 +366,8 @@ class NeuronReset(pl.Callback):
         self.signal.check({n: layers[n] for n in self.scored})
         self.signal.forget(unscored)
         self._refresh()
-        self._report(new)
+        optimizers = [unwrap(o) for o in self._trainer.optimizers]
+        self._discovery.report(new, optimizers, self.reset_every_n_steps is not None and self.action.touches_outgoing)
 
     def _check_resettable(self, names: Sequence[str]) -> None:
         """Refuse a reset of layers whose outgoing weights the action zeroes but whose readers are not mapped."""
@@ -429,32 +400,6 @@ class NeuronReset(pl.Callback):
                 total = total + self.action.apply(self.select(name, scores[name]), context)
         return total
 
-    def _report(self, new: list[str]) -> None:
-        layers, pending = self.layers, self._discovery.pending
-        residual = [n for n in new if layers[n].writes_residual]
-        rank_zero_info(
-            f"{type(self).__name__}: scoring {len(new)} more layers ({sum(layers[n].size for n in new)} neurons)"
-            + (f"; residual-stream writers ({self.residual}): {residual}" if residual else "")
-            + (f"; not run yet, traced when they first run: {sorted(pending)}" if pending else "")
-        )
-        if self.reset_every_n_steps is None or not self.action.touches_outgoing:
-            return
-        foreign = {n: sorted({c.name for c in layers[n].consumers if self._foreign(c.weight, n)}) for n in new}
-        foreign = {n: readers for n, readers in foreign.items() if readers}
-        if foreign:
-            rank_zero_warn(
-                f"{type(self).__name__}: layers are read by weights of another optimizer or frozen weights, whose "
-                f"columns their resets zero too: {foreign}. If those are another network's inputs (a TD3 critic's "
-                "action input), leave the layers out with `exclude=[...]`."
-            )
-
-    def _foreign(self, weight: Tensor, name: str) -> bool:
-        """Whether a reader's weight is frozen or stepped by another optimizer than layer ``name``'s."""
-        if not weight.requires_grad:
-            return True
-        own = unwrap(self._trainer.optimizers[self._discovery.owner[name]])
-        return not any(p is weight for g in own.param_groups for p in g["params"])
-
     def _remove_hooks(self) -> None:
         for handle in self._step_hooks:
             handle.remove()
@@ -469,29 +414,8 @@ class NeuronReset(pl.Callback):
             if self.name is not None:
                 self._state_key = f"{type(self).__name__}[name={self.name}]"
             else:
-                self._state_key = self._generate_state_key(signal=self.signal.name, **self._settings())
+                self._state_key = self._generate_state_key(signal=self.signal.name, **settings(self))
         return self._state_key
-
-    def _settings(self) -> dict[str, Any]:
-        """Every constructor argument that changes what the callback does (``init_fn`` by a stable description)."""
-        return {
-            "tau": self.tau,
-            "reset_every_n_steps": self.reset_every_n_steps,
-            "include": self.include,
-            "exclude": self.exclude,
-            "consumers": self.consumers or None,
-            "include_output_layers": self.include_output_layers,
-            "residual": self.residual,
-            "max_reset_fraction": self.max_reset_fraction,
-            "reset_optimizer_state": self.reset_optimizer_state,
-            "zero_outgoing": self.zero_outgoing,
-            "init_fn": describe_callable(self.init_fn),
-            "log_every_n_steps": self.log_every_n_steps,
-            "log_per_layer": self.log_per_layer,
-            "seed": self.seed,
-            "eps": self.eps,
-            "step_attribute": self.step_attribute,
-        }
 
     def state_dict(self) -> dict[str, Any]:
         """Step counters, seed, pending requests and the action's state: all a resumed run needs."""
@@ -500,7 +424,7 @@ class NeuronReset(pl.Callback):
         tracks = self._tracks
         return {
             "steps": self._steps,
-            "seed": self._seed,
+            "seed": self._seed if self._seed is not None else self.seed,
             "resets": self._resets,
             "requested": sorted(t.index for t in tracks if t.requested),
             "action": self.action.state_dict(),

@@ -1,6 +1,6 @@
 """Which layers a callback scores: the candidates, the optimizer of each, and what the traces learned.
 
-The first training batch is traced (see :class:`~regrama_lightning.topology.TopologyTracer`); while selected
+The first training batch is traced (see :class:`~regrama_lightning.tracing.tracer.TopologyTracer`); while selected
 layers have not run, the next few batches are traced too (a delayed actor, a second optimizer's network), and
 after that a cheap forward pre-hook on each such layer asks for a trace as soon as it runs (LayerDrop,
 routing). A layer that runs too rarely to be traced is reported and left unscored.
@@ -13,20 +13,16 @@ from functools import partial
 from typing import Any
 
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
-from regrama_lightning.topology import (
-    NeuronLayer,
-    TopologyTracer,
-    explicit_consumers,
-    neuron_layers,
-    output_hooks,
-    select_layers,
-)
+from regrama_lightning.tracing.layers import NeuronLayer
+from regrama_lightning.tracing.selection import explicit_consumers, neuron_layers, output_hooks, select_layers
+from regrama_lightning.tracing.tracer import TopologyTracer
 
 _MAX_RETRACES = 8  # batches traced after a new layer first ran, before giving up on tracing it
 _EAGER_TRACES = 4  # batches traced in a row while selected layers have not run yet
@@ -137,7 +133,6 @@ class LayerDiscovery:
         self.pending = set(self.candidates)
         self.layers, self.scored, self.traced = {}, [], {}
         self._ran, self._ran_now, self._traces, self._eager = set(), set(), 0, 0
-        self._watch_unrun(announce=False)
 
     def measured(self, optimizer: int) -> list[str]:
         """The layers of one optimizer to measure: scored ones and those not traced yet."""
@@ -155,6 +150,7 @@ class LayerDiscovery:
         """Enter the tracer for this batch."""
         self.tracer = TopologyTracer(self._model, on_activation=on_activation)
         self.tracer.__enter__()
+        self._watch_unrun()  # to see a layer that runs but not through the ops the tracer knows
         self._ran_now = set()
         self._traces += 1
         self._eager += 1
@@ -189,7 +185,7 @@ class LayerDiscovery:
             self._ran = set()
         if not self._ran:
             self._traces = 0
-        self._watch_unrun()
+        self._watch_unrun(between_batches=True)
         self.layers = {n: layer for n, layer in self.traced.items() if layer.called and n in self.candidates}
         self._apply_explicit_consumers()
         for layer in self.layers.values():
@@ -215,6 +211,31 @@ class LayerDiscovery:
         """Of these scored layers, those a reset acts on (not residual-stream writers under "measure")."""
         return [n for n in names if not (self.residual == "measure" and self.layers[n].writes_residual)]
 
+    def report(self, new: Sequence[str], optimizers: Sequence[Optimizer], zeroes_readers: bool) -> None:
+        """Say which layers joined; warn when their resets would zero weights of another optimizer or frozen ones."""
+        residual = [n for n in new if self.layers[n].writes_residual]
+        rank_zero_info(
+            f"{self.label}: scoring {len(new)} more layers ({sum(self.layers[n].size for n in new)} neurons)"
+            + (f"; residual-stream writers ({self.residual}): {residual}" if residual else "")
+            + (f"; not run yet, traced when they first run: {sorted(self.pending)}" if self.pending else "")
+        )
+        if not zeroes_readers:
+            return
+        foreign = {}
+        for name in new:
+            own = {id(p) for g in optimizers[self.owner[name]].param_groups for p in g["params"]}
+            readers = sorted(
+                {c.name for c in self.layers[name].consumers if id(c.weight) not in own or not c.weight.requires_grad}
+            )
+            if readers:
+                foreign[name] = readers
+        if foreign:
+            rank_zero_warn(
+                f"{self.label}: layers are read by weights of another optimizer or frozen weights, whose "
+                f"columns their resets zero too: {foreign}. If those are another network's inputs (a TD3 critic's "
+                "action input), leave the layers out with `exclude=[...]`."
+            )
+
     def _apply_explicit_consumers(self) -> None:
         modules = {n: layer.module for n, layer in self.traced.items()}
         for name, readers in self.consumers.items():
@@ -223,17 +244,23 @@ class LayerDiscovery:
                 layer.consumers = explicit_consumers(layer, readers, modules)
                 layer.unmapped_readers = set()
 
-    def _watch_unrun(self, announce: bool = True) -> None:
-        """Cheap forward pre-hooks on layers not traced yet: once one runs, batches are traced until it is seen."""
+    def _watch_unrun(self, between_batches: bool = False) -> None:
+        """Forward pre-hooks on layers not traced yet: once one runs, batches are traced until it is seen.
+
+        During a trace, and between batches only once batches are no longer traced in a row: a hook on a module
+        of a compiled model changes its guards.
+        """
         for handle in self._watchers:
             handle.remove()
         self._watchers = []
         unrun = sorted(self.pending)
+        if between_batches and (not unrun or self._eager < _EAGER_TRACES):
+            return
         hooks = output_hooks(self._model) if unrun else {}
         for name in unrun:
             module = hooks.get(name, (self.candidates[name], None))[0]
             self._watchers.append(module.register_forward_pre_hook(partial(self._layer_ran, name)))
-        if unrun and announce and not self._warned_unrun:
+        if unrun and between_batches and not self._warned_unrun:
             rank_zero_info(f"{self.label}: layers {unrun} did not run yet; they are traced when they do.")
             self._warned_unrun = True
 
@@ -252,13 +279,6 @@ class LayerDiscovery:
         self._watchers = []
 
 
-def layer_size(module: nn.Module) -> int:
-    """Number of neurons of a Linear/Conv layer (known before a lazy layer is materialised)."""
-    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
-
-
 def unwrap(optimizer: Any) -> Any:
     """The torch optimizer inside Lightning's wrapper."""
-    from lightning.pytorch.core.optimizer import LightningOptimizer
-
     return optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer

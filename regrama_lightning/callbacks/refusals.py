@@ -4,17 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from regrama_lightning.topology import NeuronLayer
+import lightning.pytorch as pl
+
+from regrama_lightning.tracing.layers import NeuronLayer
 
 _SHARDED = ("FSDP", "DeepSpeed", "ModelParallel", "XLAFSDP")
 
 
-def check_strategy(owner: str, strategy: str) -> None:
-    """Refuse strategies that shard parameters (a neuron is never whole on one rank)."""
+def check_trainer(
+    owner: str,
+    trainer: pl.Trainer,
+    module: pl.LightningModule,
+    log_every_n_steps: int | None,
+    step_attribute: str | None,
+) -> None:
+    """At ``setup``: refuse sharding strategies, a Trainer that gives no measuring period, a missing step attribute."""
+    strategy = type(trainer.strategy).__name__
     if any(s in strategy for s in _SHARDED):
         raise ValueError(
             f"{owner} does not support {strategy}: parameters, gradients and optimizer state are sharded there, "
             "so neurons cannot be scored or reset as a whole. Use strategy='ddp' or a single device."
+        )
+    if log_every_n_steps is None and trainer.log_every_n_steps < 1:
+        raise ValueError(
+            f"Trainer(log_every_n_steps={trainer.log_every_n_steps}) gives {owner} no measuring period: pass "
+            f"{owner}(log_every_n_steps=N), or a positive Trainer(log_every_n_steps)."
+        )
+    if step_attribute is not None and not isinstance(getattr(module, step_attribute, None), int):
+        raise ValueError(
+            f"`step_attribute={step_attribute!r}`: {type(module).__name__} has no int attribute of that name to log "
+            "against; add it or use step_attribute=None for the Trainer's step."
         )
 
 
@@ -45,6 +64,6 @@ def check_resettable(
         fixes.append("register the op with regrama_lightning.register_op")
     listed = "; ".join(f"({i}) {fix}" for i, fix in enumerate(fixes, 1))
     raise ValueError(
-        f"{owner} cannot reset layers {sorted(unmapped)}: their outputs reach weights the tracer cannot map to "
-        f"columns (reader, op: {unmapped}), so their outgoing weights cannot be zeroed. Any of these works: {listed}."
+        f"{owner}: Cannot tell which weights read layers {sorted(unmapped)} (reader, op: {unmapped}), so a reset "
+        f"cannot zero their outgoing weights. Any of these works: {listed}."
     )

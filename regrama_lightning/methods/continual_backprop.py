@@ -196,11 +196,9 @@ class ContinualBackprop(NeuronReset):
 
     def observe(self, track: OptimizerTrack, rows: Tensor, steps: list[int]) -> None:
         """Fold the measured steps' mean ``|h|`` into each layer's running utility and mean activation."""
-        sums, counts, _ = track.metric._split(rows)
-        means = sums / counts.index_select(1, track.metric._segment)
-        for name, mean in zip(track.metric.layer_names, means.split(track.metric._lengths, dim=1), strict=True):
-            if name not in track.scored:
-                continue
+        means = track.metric.means(rows)
+        for name in track.scored:
+            mean = means[name]
             layer = self.layers[name]
             state = self._state(name, mean.shape[1], mean.device)
             mean = torch.where(mean.isfinite(), mean, state.mean_activation)  # a step without data changes nothing

@@ -1,6 +1,6 @@
 """A layer's outgoing weights seen per neuron: the readers' weight entries that read each neuron.
 
-A reader (:class:`~regrama_lightning.topology.Consumer`) reads neuron ``n`` through input columns ``c`` of its
+A reader (:class:`~regrama_lightning.tracing.layers.Consumer`) reads neuron ``n`` through input columns ``c`` of its
 weight. :func:`column_rows` lays a reader's weight out as one row per input column (all the entries that read
 that column: the output units, times the kernel positions of a conv), so that per-neuron quantities are sums
 over rows, gathered by ``consumer.neurons``.
@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
-from regrama_lightning.topology import Consumer
+from regrama_lightning.tracing.layers import Consumer
 
 
 def column_rows(consumer: Consumer, weight: Tensor | None = None) -> Tensor:

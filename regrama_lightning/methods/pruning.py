@@ -21,7 +21,7 @@ from regrama_lightning.callbacks.base import NeuronReset, ResidualPolicy
 from regrama_lightning.metrics import DormantRatio, GraMaRatio
 from regrama_lightning.reset import Touched, clear_optimizer_state, outgoing_mask
 from regrama_lightning.signals import Activation, ActivitySignal, OutputGradient, WeightGradient
-from regrama_lightning.topology import NeuronLayer
+from regrama_lightning.tracing.layers import NeuronLayer
 
 Score = Literal["weight", "output", "activation"]
 _SIGNALS: dict[str, type[ActivitySignal]] = {

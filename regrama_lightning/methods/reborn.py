@@ -29,7 +29,7 @@ from regrama_lightning.methods.outgoing import column_rows
 from regrama_lightning.metrics import DormantRatio
 from regrama_lightning.reset import Touched, clear_optimizer_state, outgoing_mask
 from regrama_lightning.signals import Activation, ActivitySignal
-from regrama_lightning.topology import Consumer, NeuronLayer
+from regrama_lightning.tracing.layers import Consumer, NeuronLayer
 
 
 @dataclass

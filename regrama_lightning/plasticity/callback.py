@@ -15,8 +15,8 @@ from regrama_lightning.methods.stepped import SteppedParameters
 from regrama_lightning.plasticity.parameters import distance_from_init, gradient_norm, weight_magnitude
 from regrama_lightning.plasticity.rank import approximate_rank, effective_rank, feature_matrix, srank
 from regrama_lightning.plasticity.units import active_unit_fraction, dead_unit_fraction, feature_norm
-from regrama_lightning.probe import ActivationProbe
-from regrama_lightning.topology import NeuronLayer
+from regrama_lightning.tracing.layers import NeuronLayer
+from regrama_lightning.tracing.probe import ActivationProbe
 
 MetricName = Literal[
     "effective_rank",

@@ -1,7 +1,7 @@
 """Measuring ReDo's activations where the model computes them, on the steps that are measured.
 
 The tracer records, per layer, the ops from the layer's output to its activation
-(:class:`~regrama_lightning.topology.ActivationSite`): through norms, pooling, transposes, adds of embeddings,
+(:class:`~regrama_lightning.tracing.layers.ActivationSite`): through norms, pooling, transposes, adds of embeddings,
 products such as a hand-written swish ``h * sigmoid(h)``. The probe follows those same ops on a later forward
 pass and reports the value the model really computed, so nothing is replayed with stale operands.
 """
@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from regrama_lightning.topology import NeuronLayer, emitted_layer, flat_tensors, op_name
+from regrama_lightning.tracing.layers import NeuronLayer
+from regrama_lightning.tracing.ops import emitted_layer, flat_tensors, op_name
 
 
 class _Live:
@@ -32,7 +33,7 @@ class ActivationProbe(TorchFunctionMode):
     """Reports ReDo's per-neuron activation magnitudes of watched layers during the forward passes it wraps.
 
     Args:
-        layers: Traced layers to watch (from :func:`~regrama_lightning.topology.trace_topology`); layers whose
+        layers: Traced layers to watch (from :func:`~regrama_lightning.tracing.tracer.trace_topology`); layers whose
             activation cannot be measured (``layer.activation.error``) are skipped.
         on_activation: Called as ``on_activation(name, output, sums, count)`` per layer call: the layer's raw
             output, per-neuron sums of ``|activation|`` and the number of terms in each.

@@ -1,0 +1,155 @@
+"""The tracer's data model: a neuron layer, the weights that read it, and where its activation is.
+
+Neuron ids: while tracing, every tensor derived from a layer's output carries an integer tensor of its shape
+naming the neuron each element comes from (offsets per layer, ``NO_NEURON`` for data of no layer, ``MIXED`` for
+sums of several neurons).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+ID_DTYPE = torch.int32  # neuron ids; half the memory of int64 for the one traced batch
+NO_NEURON = -1  # element derived from no traced neuron
+MIXED = -2  # element that sums the outputs of several neurons (a residual stream, a gate)
+
+
+@dataclass
+class Consumer:
+    """A weight that reads a neuron layer's output.
+
+    Attributes:
+        name: Qualified name of the reading module (or of the bare parameter used as a weight).
+        module: The reading module; ``None`` for a bare parameter.
+        columns: Input positions of the weight (along ``axis``) that read the layer.
+        neurons: For each entry of ``columns``, the index of the neuron it reads.
+        weight: The reading weight (defaults to ``module.weight``).
+        axis: The weight's input axis: 1 for ``Linear``/``Conv``, 0 for ``ConvTranspose`` and ``h @ W``.
+        groups: Groups of a grouped ``Conv`` reader (its weight holds ``in_channels / groups`` columns).
+    """
+
+    name: str
+    module: nn.Module | None
+    columns: Tensor
+    neurons: Tensor
+    weight: Tensor | None = None
+    axis: int = 1
+    groups: int = 1
+
+    def __post_init__(self) -> None:
+        if self.weight is None:
+            self.weight = self.module.weight
+            self.groups = getattr(self.module, "groups", 1) if self.axis == 1 else 1
+
+    @property
+    def width(self) -> int:
+        """Number of input positions the weight reads."""
+        return self.weight.shape[self.axis] * (self.groups if self.axis == 1 else 1)
+
+
+@dataclass
+class ActivationSite:
+    """Where ReDo's value of a layer is in the graph: the ops from the layer's output to it.
+
+    Attributes:
+        nodes: The ops after the layer's raw output (node 0), each ``(op name, parent nodes)``; the last one is
+            the measured value. Empty: the raw output itself.
+        dim: The dimension of the measured value that holds the neurons (negative, from the end); ``None`` for a
+            one-neuron layer whose value holds only that neuron.
+        order: Position along ``dim`` of each neuron, when not ``0..size-1``.
+        name: The value-changing ops, e.g. ``"batch_norm+relu"``, ``"sigmoid+mul"``; ``"identity"`` if none.
+        error: Why the value cannot be measured per neuron (ReDo then refuses the layer).
+    """
+
+    nodes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    dim: int | None = -1
+    order: Tensor | None = None
+    name: str = "identity"
+    error: str | None = None
+
+    def reduce(self, value: Tensor) -> tuple[Tensor, int]:
+        """Per-neuron sums of ``|value|`` (float32) and the number of terms in each."""
+        t = value.detach().abs()
+        if self.dim is None:
+            return t.sum(dtype=torch.float32).reshape(1), t.numel()
+        dim = self.dim % t.dim()
+        # Reduce in place of the layout: moving the neuron dim last would copy the whole tensor first.
+        dims = [d for d in range(t.dim()) if d != dim]
+        sums = t.sum(dim=dims, dtype=torch.float32) if dims else t.float()
+        if self.order is not None:
+            sums = sums.index_select(0, self.order.to(sums.device))
+        return sums, t.numel() // t.shape[dim]
+
+    def same_path(self, other: ActivationSite) -> bool:
+        """Whether two calls of a layer measure the same value."""
+        return self.nodes == other.nodes and self.dim == other.dim and self.error == other.error
+
+    def with_error(self, why: str) -> ActivationSite:
+        """The same site, marked unmeasurable (a reason already given is kept)."""
+        return ActivationSite(self.nodes, self.dim, self.order, self.name, self.error or why)
+
+
+@dataclass
+class NeuronLayer:
+    """One ``Linear``/``Conv`` layer, its neurons and everything a reset must touch.
+
+    Attributes:
+        name: Qualified module name.
+        module: The layer.
+        size: Number of neurons (``out_features`` or ``out_channels``).
+        consumers: Weights that read this layer's output, with the column mapping.
+        norms: Per-feature norm modules whose feature ``j`` is this layer's neuron ``j``.
+        residual_readers: Readers of this layer's output summed (or multiplied) with another traced value, as
+            from a residual stream: those outgoing columns are shared with other neurons.
+        unmapped_readers: ``(reader, op)`` pairs where the output reaches a weight through an op the tracer
+            cannot map to columns, or is read by an op whose weights it cannot map (attention, a GRU).
+        activation: Where ReDo's value is (see :class:`ActivationSite`); ``None`` until the layer has run.
+        called: Whether a traced pass ran the layer.
+    """
+
+    name: str
+    module: nn.Module
+    size: int
+    consumers: list[Consumer] = field(default_factory=list)
+    norms: list[tuple[str, nn.Module]] = field(default_factory=list)
+    residual_readers: set[str] = field(default_factory=set)
+    unmapped_readers: set[tuple[str, str]] = field(default_factory=set)
+    activation: ActivationSite | None = None
+    called: bool = False
+
+    @property
+    def activation_name(self) -> str:
+        """The ops ReDo's value applies to the layer's output (``"identity"`` if none)."""
+        return self.activation.name if self.activation is not None else "identity"
+
+    @property
+    def writes_residual(self) -> bool:
+        """The output reaches a reader only mixed with other neurons' outputs (a residual stream, a gate)."""
+        return bool(self.residual_readers)
+
+    @property
+    def is_output(self) -> bool:
+        """No traced weight reads this layer: it is a network output (head)."""
+        return not self.consumers and not self.residual_readers and not self.unmapped_readers
+
+    def merge(self, other: NeuronLayer) -> None:
+        """Add what another trace of the same layer saw (readers that only run in some batches)."""
+        for consumer in other.consumers:
+            mine = next((c for c in self.consumers if c.name == consumer.name), None)
+            if mine is None:
+                self.consumers.append(consumer)
+            elif not (torch.equal(mine.columns.cpu(), consumer.columns.cpu())) or not torch.equal(
+                mine.neurons.cpu(), consumer.neurons.cpu()
+            ):
+                self.unmapped_readers.add((consumer.name, "reads different columns in different batches"))
+        self.norms += [n for n in other.norms if all(n[0] != m[0] for m in self.norms)]
+        self.residual_readers |= other.residual_readers
+        self.unmapped_readers |= other.unmapped_readers
+        if self.activation is None:
+            self.activation = other.activation
+        elif other.activation is not None and not self.activation.same_path(other.activation):
+            self.activation = self.activation.with_error("its activation differs between batches")
+        self.called = self.called or other.called
