@@ -50,18 +50,41 @@ class Consumer:
         return self.weight.shape[self.axis] * (self.groups if self.axis == 1 else 1)
 
 
+@dataclass(frozen=True)
+class SitePart:
+    """Where some of a layer's neurons are measured, when no single value holds them all.
+
+    A layer's output ``chunk``-ed or ``split`` before its nonlinearities (``relu(u) * sigmoid(v)``) has one
+    activation per piece: each part is one node of the site and the neurons it holds.
+
+    Attributes:
+        node: Index of the measured value (0: the raw output, ``i``: the ``i``-th entry of the site's nodes).
+        dim: The dimension of that value holding the part's neurons (negative); ``None`` if it holds one neuron.
+        positions: Position along ``dim`` of each neuron of ``neurons``.
+        neurons: The neurons this part measures.
+    """
+
+    node: int
+    dim: int | None
+    positions: tuple[int, ...]
+    neurons: tuple[int, ...]
+
+
 @dataclass
 class ActivationSite:
     """Where ReDo's value of a layer is in the graph: the ops from the layer's output to it.
 
     Attributes:
         nodes: The ops after the layer's raw output (node 0), each ``(op name, parent nodes)``; the last one is
-            the measured value. Empty: the raw output itself.
+            the measured value (unless ``parts`` says otherwise). Empty: the raw output itself. An element of
+            an op's tuple output (``chunk``, ``split``) is named ``"op[i]"``.
         dim: The dimension of the measured value that holds the neurons (negative, from the end); ``None`` for a
             one-neuron layer whose value holds only that neuron.
         order: Position along ``dim`` of each neuron, when not ``0..size-1``.
         name: The value-changing ops, e.g. ``"batch_norm+relu"``, ``"sigmoid+mul"``; ``"identity"`` if none.
         error: Why the value cannot be measured per neuron (ReDo then refuses the layer).
+        parts: When the neurons are measured on several values (a split output): one entry per value, in
+            place of ``dim`` and ``order``.
     """
 
     nodes: tuple[tuple[str, tuple[int, ...]], ...] = ()
@@ -69,27 +92,53 @@ class ActivationSite:
     order: Tensor | None = None
     name: str = "identity"
     error: str | None = None
+    parts: tuple[SitePart, ...] = ()
 
-    def reduce(self, value: Tensor) -> tuple[Tensor, int]:
-        """Per-neuron sums of ``|value|`` (float32) and the number of terms in each."""
-        t = value.detach().abs()
-        if self.dim is None:
-            return t.sum(dtype=torch.float32).reshape(1), t.numel()
-        dim = self.dim % t.dim()
-        # Reduce in place of the layout: moving the neuron dim last would copy the whole tensor first.
-        dims = [d for d in range(t.dim()) if d != dim]
-        sums = t.sum(dim=dims, dtype=torch.float32) if dims else t.float()
-        if self.order is not None:
-            sums = sums.index_select(0, self.order.to(sums.device))
-        return sums, t.numel() // t.shape[dim]
+    @property
+    def measured(self) -> tuple[int, ...]:
+        """The node indices whose values are measured (one unless the site has ``parts``)."""
+        return tuple(p.node for p in self.parts) if self.parts else (len(self.nodes),)
+
+    def reduce(self, *values: Tensor) -> tuple[Tensor, int]:
+        """Per-neuron sums of ``|value|`` (float32) and the number of terms in each.
+
+        Args:
+            values: The value of each measured node, in the order of :attr:`measured`.
+        """
+        if self.parts:
+            return self._reduce_parts(values)
+        return _sums(values[0], self.dim, self.order)
+
+    def _reduce_parts(self, values: tuple[Tensor, ...]) -> tuple[Tensor, int]:
+        size = sum(len(p.neurons) for p in self.parts)
+        total, count = torch.empty(size, dtype=torch.float32, device=values[0].device), 0
+        for part, value in zip(self.parts, values, strict=True):
+            sums, terms = _sums(value, part.dim, torch.tensor(part.positions))
+            count = count or terms
+            total[list(part.neurons)] = sums if terms == count else sums * (count / terms)  # as means over `count`
+        return total, count
 
     def same_path(self, other: ActivationSite) -> bool:
         """Whether two calls of a layer measure the same value."""
-        return self.nodes == other.nodes and self.dim == other.dim and self.error == other.error
+        same = self.nodes == other.nodes and self.dim == other.dim and self.error == other.error
+        return same and self.parts == other.parts
 
     def with_error(self, why: str) -> ActivationSite:
         """The same site, marked unmeasurable (a reason already given is kept)."""
-        return ActivationSite(self.nodes, self.dim, self.order, self.name, self.error or why)
+        return ActivationSite(self.nodes, self.dim, self.order, self.name, self.error or why, self.parts)
+
+
+def _sums(value: Tensor, dim: int | None, order: Tensor | None) -> tuple[Tensor, int]:
+    t = value.detach().abs()
+    if dim is None:
+        return t.sum(dtype=torch.float32).reshape(1), t.numel()
+    dim = dim % t.dim()
+    # Reduce in place of the layout: moving the neuron dim last would copy the whole tensor first.
+    dims = [d for d in range(t.dim()) if d != dim]
+    sums = t.sum(dim=dims, dtype=torch.float32) if dims else t.float()
+    if order is not None:
+        sums = sums.index_select(0, order.to(sums.device))
+    return sums, t.numel() // t.shape[dim]
 
 
 @dataclass
