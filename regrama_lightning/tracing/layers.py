@@ -77,7 +77,8 @@ class ActivationSite:
     Attributes:
         nodes: The ops after the layer's raw output (node 0), each ``(op name, parent nodes)``; the last one is
             the measured value (unless ``parts`` says otherwise). Empty: the raw output itself. An element of
-            an op's tuple output (``chunk``, ``split``) is named ``"op[i]"``.
+            an op's tuple output (``chunk``, ``split``) is named ``"op[i]"``; an op that keeps part of its input
+            (``h[:, :2]``, ``narrow``) is named with its arguments, ``"__getitem__((:, :2))"``.
         dim: The dimension of the measured value that holds the neurons (negative, from the end); ``None`` for a
             one-neuron layer whose value holds only that neuron.
         order: Position along ``dim`` of each neuron, when not ``0..size-1``.
