@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import plant_dead_neuron
+from helpers import Classifier, plant_dead_neuron, trainer
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
+from torch.utils.data import DataLoader, TensorDataset
 
-from regrama_lightning import ActivationProbe, TopologyTracer, reset_neurons, trace_topology
+from regrama_lightning import ActivationProbe, ReDo, TopologyTracer, reset_neurons, trace_topology
+
+
+class Frozen(Classifier):
+    """SGD with lr 0: parameters never move, so a score can be recomputed by hand from the same weights."""
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
 def traced_and_probed(net: nn.Module, x: torch.Tensor) -> tuple[dict, dict, dict]:
@@ -94,6 +102,20 @@ def test_activation_after_a_split_is_measured_per_piece(make):
     assert_measures(traced["a"], want)
     assert_measures(probed["a"], want)
     assert probed["a"][0][1] == 0
+
+
+def test_redo_scores_a_dead_neuron_behind_a_chunk_as_dead():
+    torch.manual_seed(0)
+    net = ChunkGate()
+    plant_dead_neuron(net.a, 1)
+    x, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    callback = ReDo(tau=0.1, reset_every_n_steps=None, log_every_n_steps=1)
+    twice = DataLoader(TensorDataset(torch.cat([x, x]), torch.cat([y, y])), batch_size=16)
+    trainer([callback], max_steps=2).fit(Frozen(net), twice)  # step 2 is measured by the probe
+    with torch.no_grad():
+        magnitude = net.by_hand(x)
+    torch.testing.assert_close(callback.latest_scores["net.a"], magnitude / magnitude.mean(), rtol=1e-5, atol=1e-6)
+    assert callback.latest_scores["net.a"][1] == 0  # was ~5.7x the mean: the raw output's magnitude
 
 
 def test_a_gate_of_two_chunks_is_a_shared_reader():

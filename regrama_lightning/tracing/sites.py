@@ -130,6 +130,8 @@ def neuron_axis(rel: Tensor) -> tuple[int | None, Tensor | None, Tensor, str | N
     if bool((rel < NO_NEURON).any()):
         return None, None, rel.new_zeros(0), "the value mixes in other neurons"
     held = rel[rel >= 0].unique()
+    if held.numel() == 0:  # e.g. an empty slice: nothing to measure here
+        return None, None, held.long(), None
     if held.numel() == 1 and bool((rel == held[0]).all()):
         return None, None, held.long(), None
     for d in range(rel.dim()):
