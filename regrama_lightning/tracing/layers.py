@@ -94,6 +94,10 @@ class ActivationSite:
     name: str = "identity"
     error: str | None = None
     parts: tuple[SitePart, ...] = ()
+    # Index tensors per device, made once: a host-to-device copy at every measured step would wait for the device.
+    _indices: dict[torch.device, list[Tensor | None]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @property
     def measured(self) -> tuple[int, ...]:
@@ -106,18 +110,28 @@ class ActivationSite:
         Args:
             values: The value of each measured node, in the order of :attr:`measured`.
         """
-        if self.parts:
-            return self._reduce_parts(values)
-        return _sums(values[0], self.dim, self.order)
-
-    def _reduce_parts(self, values: tuple[Tensor, ...]) -> tuple[Tensor, int]:
+        indices = self._on(values[0].device)
+        if not self.parts:
+            return _sums(values[0], self.dim, indices[0])
         size = sum(len(p.neurons) for p in self.parts)
         total, count = torch.empty(size, dtype=torch.float32, device=values[0].device), 0
-        for part, value in zip(self.parts, values, strict=True):
-            sums, terms = _sums(value, part.dim, torch.tensor(part.positions))
+        for i, (part, value) in enumerate(zip(self.parts, values, strict=True)):
+            sums, terms = _sums(value, part.dim, indices[2 * i])
             count = count or terms
-            total[list(part.neurons)] = sums if terms == count else sums * (count / terms)  # as means over `count`
+            total.index_copy_(0, indices[2 * i + 1], sums if terms == count else sums * (count / terms))
         return total, count
+
+    def _on(self, device: torch.device) -> list[Tensor | None]:
+        """The order (or each part's positions and neurons) as index tensors on ``device``."""
+        indices = self._indices.get(device)
+        if indices is None:
+            if not self.parts:
+                indices = [None if self.order is None else self.order.to(device)]
+            else:
+                pairs = [(p.positions, p.neurons) for p in self.parts]
+                indices = [torch.tensor(ix, dtype=torch.long, device=device) for pair in pairs for ix in pair]
+            self._indices[device] = indices
+        return indices
 
     def same_path(self, other: ActivationSite) -> bool:
         """Whether two calls of a layer measure the same value."""
@@ -138,7 +152,7 @@ def _sums(value: Tensor, dim: int | None, order: Tensor | None) -> tuple[Tensor,
     dims = [d for d in range(t.dim()) if d != dim]
     sums = t.sum(dim=dims, dtype=torch.float32) if dims else t.float()
     if order is not None:
-        sums = sums.index_select(0, order.to(sums.device))
+        sums = sums.index_select(0, order)
     return sums, t.numel() // t.shape[dim]
 
 
