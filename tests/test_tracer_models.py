@@ -12,9 +12,22 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from regrama_lightning import trace_topology
+from regrama_lightning import ActivationProbe, trace_topology
 
 ATTENTION = "multi_head_attention_forward"
+
+
+def probe_against_hooks(net, layers, x, hooked: dict[str, nn.Module], by_hand) -> None:
+    """ReDo's value as the probe measures it equals ``by_hand(output of the hooked module)``, per layer."""
+    seen, outputs = {}, {}
+    handles = [m.register_forward_hook(lambda m, i, o, n=n: outputs.update({n: o})) for n, m in hooked.items()]
+    with ActivationProbe({n: layers[n] for n in hooked}, lambda n, out, s, c: seen.update({n: s / c})):
+        net(x)
+    for handle in handles:
+        handle.remove()
+    assert seen.keys() == hooked.keys()
+    for name in hooked:
+        torch.testing.assert_close(seen[name], by_hand(outputs[name].detach()), rtol=1e-5, atol=1e-6)
 
 
 def residual_writers(layers) -> set[str]:
@@ -61,6 +74,8 @@ def test_transformer_encoder(batch_first, norm_first):
         assert layers[name].unmapped_readers == {("encoder.layers.1.self_attn.in_proj_weight", ATTENTION)}
     assert layers["head"].is_output
     assert all(layer.called and layer.activation.error is None for layer in layers.values())
+    hidden = {f"{b}.linear1": net.get_submodule(f"{b}.linear1") for b in blocks}  # relu is a function here
+    probe_against_hooks(net, layers, x, hidden, lambda out: F.relu(out).abs().mean((0, 1)))
 
 
 def test_resnet18():
@@ -84,6 +99,8 @@ def test_resnet18():
     assert layers["fc"].is_output
     assert not any(layer.unmapped_readers for layer in layers.values())
     assert all(layer.activation.error is None for layer in layers.values())
+    norms = {f"{b}.conv1": net.get_submodule(f"{b}.bn1") for b in blocks}  # conv -> bn -> relu, hooked at bn
+    probe_against_hooks(net, layers, torch.randn(2, 3, 32, 32), norms, lambda out: F.relu(out).mean((0, 2, 3)))
 
 
 def test_mobilenet_v3_small():
