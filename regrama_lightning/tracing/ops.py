@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
 from torch import Tensor
 
 from regrama_lightning.tracing.layers import NO_NEURON
@@ -276,6 +277,16 @@ def _signature(value: Any) -> str:
         bounds = [value.start, value.stop] + ([value.step] if value.step is not None else [])
         return ":".join("" if v is None else _signature(v) for v in bounds)
     return repr(value)
+
+
+@torch.compiler.disable
+def run_eagerly(mode: Any, func: Any, types: Any, args: tuple, kwargs: dict | None) -> Any:
+    """Run ``mode``'s ``__torch_function__`` outside any graph Dynamo captures (a graph break, once per frame).
+
+    The tracer and the probe call it when Dynamo inlines them, so that their bookkeeping (host reads, Python
+    dicts keyed by tensor identity) never enters a compiled graph; in eager mode it costs one flag read.
+    """
+    return type(mode).__torch_function__(mode, func, types, args, kwargs)
 
 
 def op_name(func: Any) -> str:

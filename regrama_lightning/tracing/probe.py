@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from regrama_lightning.tracing.layers import NeuronLayer
-from regrama_lightning.tracing.ops import emitted_layer, flat_tensors, op_label, op_name
+from regrama_lightning.tracing.ops import emitted_layer, flat_tensors, op_label, op_name, run_eagerly
 
 
 class _Live:
@@ -66,8 +66,9 @@ class ActivationProbe(TorchFunctionMode):
         self._on_activation = on_activation
         self._paused = False
 
-    @torch.compiler.disable  # the probe's bookkeeping stays out of compiled graphs (a graph break instead)
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if torch.compiler.is_compiling():  # Dynamo is inlining this mode: keep it out of the graph
+            return run_eagerly(self, func, types, args, kwargs)
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = op_name(func)

@@ -38,6 +38,7 @@ from regrama_lightning.tracing.ops import (
     op_rule,
     pool_ids,
     reduce_ids,
+    run_eagerly,
 )
 from regrama_lightning.tracing.readers import WeightReads, columns_read
 from regrama_lightning.tracing.selection import NORM_LAYERS, clean_name, layer_size, neuron_layers
@@ -102,8 +103,9 @@ class TopologyTracer(TorchFunctionMode):
         self._on_output = on_output
 
     # -- the mode ---------------------------------------------------------------------------------------
-    @torch.compiler.disable  # the tracer's bookkeeping stays out of compiled graphs (a graph break instead)
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if torch.compiler.is_compiling():  # Dynamo is inlining this mode: keep it out of the graph
+            return run_eagerly(self, func, types, args, kwargs)
         kwargs = kwargs or {}
         name = op_name(func)
         if is_inplace(name, kwargs) and args and isinstance(args[0], Tensor) and self._follower.follows(args[0]):
