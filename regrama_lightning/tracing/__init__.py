@@ -3,6 +3,7 @@
 - :mod:`~regrama_lightning.tracing.layers`: ``NeuronLayer``, ``Consumer``, ``ActivationSite``.
 - :mod:`~regrama_lightning.tracing.selection`: which modules are neuron layers, name patterns, readers by hand.
 - :mod:`~regrama_lightning.tracing.ops`: the op table (``register_op``) and the op-dispatch helpers.
+- :mod:`~regrama_lightning.tracing.readers`: which columns of each reading weight read which neuron.
 - :mod:`~regrama_lightning.tracing.sites`: ReDo's value of a layer call (the ops followed from its output).
 - :mod:`~regrama_lightning.tracing.tracer`: ``TopologyTracer``, ``trace_topology``.
 - :mod:`~regrama_lightning.tracing.probe`: ``ActivationProbe`` (ReDo's value on later passes).

@@ -50,18 +50,42 @@ class Consumer:
         return self.weight.shape[self.axis] * (self.groups if self.axis == 1 else 1)
 
 
+@dataclass(frozen=True)
+class SitePart:
+    """Where some of a layer's neurons are measured, when no single value holds them all.
+
+    A layer's output ``chunk``-ed or ``split`` before its nonlinearities (``relu(u) * sigmoid(v)``) has one
+    activation per piece: each part is one node of the site and the neurons it holds.
+
+    Attributes:
+        node: Index of the measured value (0: the raw output, ``i``: the ``i``-th entry of the site's nodes).
+        dim: The dimension of that value holding the part's neurons (negative); ``None`` if it holds one neuron.
+        positions: Position along ``dim`` of each neuron of ``neurons``.
+        neurons: The neurons this part measures.
+    """
+
+    node: int
+    dim: int | None
+    positions: tuple[int, ...]
+    neurons: tuple[int, ...]
+
+
 @dataclass
 class ActivationSite:
     """Where ReDo's value of a layer is in the graph: the ops from the layer's output to it.
 
     Attributes:
         nodes: The ops after the layer's raw output (node 0), each ``(op name, parent nodes)``; the last one is
-            the measured value. Empty: the raw output itself.
+            the measured value (unless ``parts`` says otherwise). Empty: the raw output itself. An element of
+            an op's tuple output (``chunk``, ``split``) is named ``"op[i]"``; an op that keeps part of its input
+            (``h[:, :2]``, ``narrow``) is named with its arguments, ``"__getitem__((:, :2))"``.
         dim: The dimension of the measured value that holds the neurons (negative, from the end); ``None`` for a
             one-neuron layer whose value holds only that neuron.
         order: Position along ``dim`` of each neuron, when not ``0..size-1``.
         name: The value-changing ops, e.g. ``"batch_norm+relu"``, ``"sigmoid+mul"``; ``"identity"`` if none.
         error: Why the value cannot be measured per neuron (ReDo then refuses the layer).
+        parts: When the neurons are measured on several values (a split output): one entry per value, in
+            place of ``dim`` and ``order``.
     """
 
     nodes: tuple[tuple[str, tuple[int, ...]], ...] = ()
@@ -69,27 +93,67 @@ class ActivationSite:
     order: Tensor | None = None
     name: str = "identity"
     error: str | None = None
+    parts: tuple[SitePart, ...] = ()
+    # Index tensors per device, made once: a host-to-device copy at every measured step would wait for the device.
+    _indices: dict[torch.device, list[Tensor | None]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
-    def reduce(self, value: Tensor) -> tuple[Tensor, int]:
-        """Per-neuron sums of ``|value|`` (float32) and the number of terms in each."""
-        t = value.detach().abs()
-        if self.dim is None:
-            return t.sum(dtype=torch.float32).reshape(1), t.numel()
-        dim = self.dim % t.dim()
-        # Reduce in place of the layout: moving the neuron dim last would copy the whole tensor first.
-        dims = [d for d in range(t.dim()) if d != dim]
-        sums = t.sum(dim=dims, dtype=torch.float32) if dims else t.float()
-        if self.order is not None:
-            sums = sums.index_select(0, self.order.to(sums.device))
-        return sums, t.numel() // t.shape[dim]
+    @property
+    def measured(self) -> tuple[int, ...]:
+        """The node indices whose values are measured (one unless the site has ``parts``)."""
+        return tuple(p.node for p in self.parts) if self.parts else (len(self.nodes),)
+
+    def reduce(self, *values: Tensor) -> tuple[Tensor, int]:
+        """Per-neuron sums of ``|value|`` (float32) and the number of terms in each.
+
+        Args:
+            values: The value of each measured node, in the order of :attr:`measured`.
+        """
+        indices = self._on(values[0].device)
+        if not self.parts:
+            return _sums(values[0], self.dim, indices[0])
+        size = sum(len(p.neurons) for p in self.parts)
+        total, count = torch.empty(size, dtype=torch.float32, device=values[0].device), 0
+        for i, (part, value) in enumerate(zip(self.parts, values, strict=True)):
+            sums, terms = _sums(value, part.dim, indices[2 * i])
+            count = count or terms
+            total.index_copy_(0, indices[2 * i + 1], sums if terms == count else sums * (count / terms))
+        return total, count
+
+    def _on(self, device: torch.device) -> list[Tensor | None]:
+        """The order (or each part's positions and neurons) as index tensors on ``device``."""
+        indices = self._indices.get(device)
+        if indices is None:
+            if not self.parts:
+                indices = [None if self.order is None else self.order.to(device)]
+            else:
+                pairs = [(p.positions, p.neurons) for p in self.parts]
+                indices = [torch.tensor(ix, dtype=torch.long, device=device) for pair in pairs for ix in pair]
+            self._indices[device] = indices
+        return indices
 
     def same_path(self, other: ActivationSite) -> bool:
         """Whether two calls of a layer measure the same value."""
-        return self.nodes == other.nodes and self.dim == other.dim and self.error == other.error
+        same = self.nodes == other.nodes and self.dim == other.dim and self.error == other.error
+        return same and self.parts == other.parts
 
     def with_error(self, why: str) -> ActivationSite:
         """The same site, marked unmeasurable (a reason already given is kept)."""
-        return ActivationSite(self.nodes, self.dim, self.order, self.name, self.error or why)
+        return ActivationSite(self.nodes, self.dim, self.order, self.name, self.error or why, self.parts)
+
+
+def _sums(value: Tensor, dim: int | None, order: Tensor | None) -> tuple[Tensor, int]:
+    t = value.detach().abs()
+    if dim is None:
+        return t.sum(dtype=torch.float32).reshape(1), t.numel()
+    dim = dim % t.dim()
+    # Reduce in place of the layout: moving the neuron dim last would copy the whole tensor first.
+    dims = [d for d in range(t.dim()) if d != dim]
+    sums = t.sum(dim=dims, dtype=torch.float32) if dims else t.float()
+    if order is not None:
+        sums = sums.index_select(0, order)
+    return sums, t.numel() // t.shape[dim]
 
 
 @dataclass

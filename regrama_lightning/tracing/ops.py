@@ -13,7 +13,7 @@ kind              ids of the output                                             
 ``binary``        broadcast merge of the inputs; different neurons -> mixed     yes
 ``identity``      same as the input (copies, casts, ``detach``)                 no
 ``dropout``       same as the input                                             no
-``layout``        the op applied to the ids (reshape, permute, index, cat)      no
+``layout``        the op applied to the ids (reshape, permute, index, pad)      no
 ``pool``          per channel, over spatial dims                                no
 ``reduction``     reduced along the given dims, where the ids agree             no
 ``ignore``        nothing flows on (shape queries, ``backward``)                no
@@ -33,7 +33,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
 from torch import Tensor
+
+from regrama_lightning.tracing.layers import NO_NEURON
 
 OpKind = Literal[
     "activation", "elementwise", "norm", "binary", "identity", "dropout", "layout", "pool", "reduction", "ignore"
@@ -109,7 +112,7 @@ _add(
     "layout",
     "view reshape flatten unflatten permute transpose t squeeze unsqueeze expand expand_as repeat cat concat "
     "concatenate stack hstack vstack split chunk unbind __getitem__ narrow select movedim moveaxis view_as "
-    "reshape_as swapaxes tensor_split T mT flip roll",
+    "reshape_as swapaxes tensor_split T mT flip roll pad",
 )
 _add(
     "pool",
@@ -194,6 +197,21 @@ class TracingError(RuntimeError):
     """A rule of the op table failed on a call: the op's arguments are not what the rule expects."""
 
 
+def layout_ids(name: str, func: Any, args: tuple, kwargs: Mapping[str, Any]) -> Any:
+    """The ``layout`` kind: the op applied to the ids (``args`` and ``kwargs`` hold ids in place of tensors).
+
+    Padding adds elements of no neuron (``F.pad``'s fill value is data); its other modes (circular, reflect,
+    replicate) copy neighbours, ids included.
+    """
+    if name != "pad":
+        return func(*args, **kwargs)
+    params = dict(zip(("input", "pad", "mode", "value"), args, strict=False)) | dict(kwargs)
+    ids, mode = params["input"], params.get("mode") or "constant"
+    if mode == "constant":
+        return func(ids, params["pad"], mode="constant", value=NO_NEURON)
+    return func(ids.double(), params["pad"], mode=mode).to(ids.dtype)  # exact: ids are small integers
+
+
 def pool_ids(ids: Tensor, out: Any) -> Tensor | None:
     """The ``pool`` kind: each channel's id over the output's positions (``None`` if a channel mixes neurons)."""
     if not isinstance(out, Tensor) or ids.dim() < 3 or out.dim() != ids.dim():
@@ -230,12 +248,45 @@ WEIGHT_OPS = {
 }
 MATMULS = frozenset({"matmul", "__matmul__", "mm"})
 ATTENTION = "multi_head_attention_forward"
+# Layout ops whose arguments say which part of the input they keep: two of them on one value are two nodes.
+_SELECTING = frozenset({"__getitem__", "narrow", "select", "index_select"})
 _INPLACE_DUNDERS = frozenset({"__iadd__", "__isub__", "__imul__", "__itruediv__", "__iand__", "__ior__"})
 
 
 def is_inplace(name: str, kwargs: Mapping[str, Any]) -> bool:
     """Whether the op writes into its first argument."""
     return kwargs.get("inplace") is True or name in _INPLACE_DUNDERS or (name.endswith("_") and name[:2] != "__")
+
+
+def op_label(name: str, args: tuple, kwargs: Mapping[str, Any]) -> str:
+    """How a node of ReDo's path names an op: a selecting op with its arguments (``h[:, :2]`` and ``h[:, 2:]``)."""
+    if name not in _SELECTING:
+        return name
+    return f"{name}({_signature(args[1:])[1:-1]}{', ' if kwargs and len(args) > 1 else ''}{_signature(kwargs)})"
+
+
+def _signature(value: Any) -> str:
+    """Non-tensor arguments spelled out; tensors (operands, index tensors) as ``T``."""
+    if isinstance(value, Tensor):
+        return "T"
+    if isinstance(value, tuple | list):
+        return "(" + ", ".join(_signature(v) for v in value) + ")"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_signature(v)}" for k, v in value.items())
+    if isinstance(value, slice):
+        bounds = [value.start, value.stop] + ([value.step] if value.step is not None else [])
+        return ":".join("" if v is None else _signature(v) for v in bounds)
+    return repr(value)
+
+
+@torch.compiler.disable
+def run_eagerly(mode: Any, func: Any, types: Any, args: tuple, kwargs: dict | None) -> Any:
+    """Run ``mode``'s ``__torch_function__`` outside any graph Dynamo captures (a graph break, once per frame).
+
+    The tracer and the probe call it when Dynamo inlines them, so that their bookkeeping (host reads, Python
+    dicts keyed by tensor identity) never enters a compiled graph; in eager mode it costs one flag read.
+    """
+    return type(mode).__torch_function__(mode, func, types, args, kwargs)
 
 
 def op_name(func: Any) -> str:

@@ -12,7 +12,13 @@ from regrama_lightning.tracing.layers import Consumer, NeuronLayer
 
 NEURON_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Modules with per-feature entries (affine weight/bias, running statistics) that a reset restores.
-NORM_LAYERS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+NORM_LAYERS = (
+    nn.LayerNorm,
+    nn.RMSNorm,
+    nn.GroupNorm,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
 
 
 def layer_size(module: nn.Module) -> int:

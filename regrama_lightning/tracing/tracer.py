@@ -23,24 +23,26 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-from regrama_lightning.tracing.layers import ID_DTYPE, MIXED, NO_NEURON, Consumer, NeuronLayer
+from regrama_lightning.tracing.layers import ID_DTYPE, MIXED, NO_NEURON, NeuronLayer
 from regrama_lightning.tracing.ops import (
     ATTENTION,
     MATMULS,
     WEIGHT_OPS,
     OpCall,
     TracingError,
-    changes_values,
     emitted_layer,
     flat_tensors,
     is_inplace,
+    layout_ids,
     op_name,
     op_rule,
     pool_ids,
     reduce_ids,
+    run_eagerly,
 )
+from regrama_lightning.tracing.readers import WeightReads, columns_read
 from regrama_lightning.tracing.selection import NORM_LAYERS, clean_name, layer_size, neuron_layers
-from regrama_lightning.tracing.sites import LayerCall
+from regrama_lightning.tracing.sites import ActivationFollower
 
 
 class TopologyTracer(TorchFunctionMode):
@@ -91,21 +93,23 @@ class TopologyTracer(TorchFunctionMode):
                     id(param), (clean_name(module_name), module) if is_weight else (qualified, None)
                 )
         self._constants = {id(t) for t in (*model.parameters(), *model.buffers())}  # the model's own tensors
+        self._derived: dict[int, Tensor] = {}  # views and functions of the model's own tensors alone (kept alive)
         self._ids: dict[int, tuple[Tensor, Tensor]] = {}  # id(tensor) -> (tensor kept alive, neuron ids)
-        self._nodes: dict[int, tuple[LayerCall, int]] = {}  # id(tensor) -> (layer call, node index)
-        self._calls: list[LayerCall] = []
+        self._reads: dict[int, WeightReads] = {}  # id(weight) -> what it read, over all its calls
+        self._follower = ActivationFollower(self._layers, self._offsets, self._ids, self._is_constant, on_activation)
         self._taint: dict[int, tuple[Tensor, frozenset[str], str]] = {}
         self._mixed: dict[int, frozenset[str]] = {}  # id(tensor) -> layers summed into its MIXED elements
         self._new_mixed: set[str] = set()
         self._on_output = on_output
-        self._on_activation = on_activation
 
     # -- the mode ---------------------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if torch.compiler.is_compiling():  # Dynamo is inlining this mode: keep it out of the graph
+            return run_eagerly(self, func, types, args, kwargs)
         kwargs = kwargs or {}
         name = op_name(func)
-        if is_inplace(name, kwargs) and args and isinstance(args[0], Tensor) and id(args[0]) in self._nodes:
-            self._keep_before_write(args[0])
+        if is_inplace(name, kwargs) and args and isinstance(args[0], Tensor) and self._follower.follows(args[0]):
+            self._follower.keep_before_write(args[0])
         out = func(*args, **kwargs)
         if op_rule(name) == "ignore" or not any(isinstance(t, Tensor) for t in tree_flatten(out)[0]):
             return out  # shape queries, hooks, flags, fresh tensors: nothing flows on to a layer
@@ -123,6 +127,8 @@ class TopologyTracer(TorchFunctionMode):
             self._attention(args, kwargs, out, mapped, tainted)
             return
         if not mapped and not tainted:
+            if flat and all(self._is_constant(t) for t in flat):  # e.g. `self.pos[: x.shape[1]]`
+                self._derived.update((id(t), t) for t in tree_flatten(out)[0] if isinstance(t, Tensor))
             return
         if name in MATMULS and self._matmul(args, mapped, tainted):
             return
@@ -142,7 +148,7 @@ class TopologyTracer(TorchFunctionMode):
                 "it out with `exclude=[...]`."
             ) from exc
         if ids is None:
-            self._finish_inputs(mapped)
+            self._follower.finish_inputs(mapped)
             self._mark_tainted(out, mapped + tainted, name)
             return
         # Sums of several neurons (residual streams, gates) only matter once a weight reads them.
@@ -155,7 +161,7 @@ class TopologyTracer(TorchFunctionMode):
                     self._mixed[id(t)] = frozenset(mixed)
         if tainted:  # a mapped path meeting an unmapped one: the unmapped readers stay unmapped downstream
             self._mark_tainted(out, tainted, name)
-        self._extend(name, flat, mapped, out)
+        self._follower.extend(name, args, kwargs, flat, mapped, out)
 
     def _apply(self, name: str, rule: Any, func: Any, args: tuple, kwargs: dict, out: Any, mapped: list) -> Any:
         if callable(rule):
@@ -172,7 +178,7 @@ class TopologyTracer(TorchFunctionMode):
         if rule == "binary":
             return self._merge(out, mapped)
         if rule == "layout":
-            return func(*self._swap(args), **self._swap(kwargs))
+            return layout_ids(name, func, self._swap(args), self._swap(kwargs))
         if rule == "pool" and len(mapped) == 1:
             return pool_ids(self._ids[id(mapped[0])][1], out)
         if rule == "reduction" and len(mapped) == 1:
@@ -211,9 +217,7 @@ class TopologyTracer(TorchFunctionMode):
         shape[channel_dim] = layer.size
         ids = (torch.arange(layer.size, dtype=ID_DTYPE) + self._offsets[layer.name]).view(shape).expand(out.shape)
         self._ids[id(out)] = (out, ids)
-        call = LayerCall.start(layer.name, out)
-        self._calls.append(call)
-        self._nodes[id(out)] = (call, 0)
+        self._follower.start(layer, out)
         if self._on_output is not None:
             self._on_output(layer.name, out)
 
@@ -298,7 +302,7 @@ class TopologyTracer(TorchFunctionMode):
         params = [t for t in flat_tensors(args, kwargs) if id(t) in self._params and id(t) not in self._by_weight]
         reader = self._params[id(params[0])][0] if params else ATTENTION
         self._mark_unmapped(mapped + tainted, reader, ATTENTION)  # the input projections: not mapped
-        self._finish_inputs(mapped)
+        self._follower.finish_inputs(mapped)
         hit = emitted_layer(ATTENTION, args, kwargs, out, self._by_weight)
         if hit is not None:
             self._emit(*hit)
@@ -307,7 +311,7 @@ class TopologyTracer(TorchFunctionMode):
         params = [t for t in flat if id(t) in self._params and id(t) not in self._ids]
         if params:  # an op with weights of its own (a GRU, a bilinear form): its reading weights are unknown
             self._mark_unmapped(mapped + tainted, self._params[id(params[0])][0], name)
-            self._finish_inputs(mapped)
+            self._follower.finish_inputs(mapped)
         self._mark_tainted(out, mapped + tainted, name)
 
     def _read(
@@ -328,24 +332,19 @@ class TopologyTracer(TorchFunctionMode):
         hit = self._ids.get(id(inp))
         if hit is None:
             return
-        self._finish_inputs([inp])
+        self._follower.finish_inputs([inp])
         ids = hit[1]
         for name in self._mixed.get(id(inp), ()):
             self._layers[name].residual_readers.add(reader)
-        rows = ids.movedim(channel_dim, -1).reshape(-1, ids.shape[channel_dim])
-        owner = rows[0]
-        consistent = (rows == owner).all(dim=0)
-        for name in self._owners(rows[:, ~consistent]):
+        cols, neurons, inconsistent = columns_read(ids, channel_dim)
+        for name in self._owners(inconsistent):
             self._layers[name].unmapped_readers.add((reader, "inconsistent input layout"))
-        for name in self._owners(owner[consistent]):
-            start = self._offsets[name]
-            cols = torch.nonzero(consistent & (owner >= start) & (owner < start + self._layers[name].size))
-            cols = cols.flatten()
-            producer = self._layers[name]
-            if any(c.name == reader for c in producer.consumers):
-                continue  # a weight used twice (shared weights) reads the same columns each time
-            neurons = (owner[cols] - start).long()
-            producer.consumers.append(Consumer(reader, module, cols, neurons, weight, axis, groups))
+        reads = self._reads.setdefault(id(weight), WeightReads(reader, module, weight, axis, groups))
+        reads.columns.append(cols)
+        reads.ids.append(neurons)
+
+    def _is_constant(self, t: Tensor) -> bool:
+        return id(t) in self._constants or id(t) in self._derived
 
     def _claim_norm(self, name: str, args: tuple, kwargs: dict, ids: Tensor) -> None:
         params = [a for a in (*args[1:], *kwargs.values()) if isinstance(a, Tensor)]
@@ -363,71 +362,16 @@ class TopologyTracer(TorchFunctionMode):
         if is_own and all(n != hit[0] for n, _ in layer.norms):
             layer.norms.append(hit)
 
-    # -- ReDo's value -----------------------------------------------------------------------------------
-    def _extend(self, name: str, flat: list[Tensor], mapped: list[Tensor], out: Any) -> None:
-        """Follow values that still derive from one layer call and the model's own parameters alone.
-
-        A value combined with data (``x - c * eps`` in a diffusion chain, an input added back) is no longer the
-        neuron's activation: the call's value ends before it.
-        """
-        hits = [self._nodes.get(id(t)) for t in mapped]
-        calls = {id(h[0]): h[0] for h in hits if h is not None}
-        call = next(iter(calls.values())) if len(calls) == 1 else None
-        pure = call is not None and not call.done and all(h is not None for h in hits) and isinstance(out, Tensor)
-        pure = pure and all(id(t) in self._nodes or id(t) in self._constants or t.dim() == 0 for t in flat)
-        if pure:
-            ids = self._ids[id(out)][1]
-            start = self._offsets[call.layer]
-            inside = (ids >= start) & (ids < start + self._layers[call.layer].size)
-            pure = bool((inside | (ids == NO_NEURON)).all())
-        if not pure:
-            self._finish_inputs(mapped)
-            return
-        index = call.add(name, tuple(h[1] for h in hits), changes_values(name), out)
-        self._nodes[id(out)] = (call, index)
-
-    def _keep_before_write(self, t: Tensor) -> None:
-        """An in-place op is about to overwrite a followed value: keep its values and ids as they are now."""
-        call, index = self._nodes[id(t)]
-        if call.done:
-            return
-        copy = t.detach().clone()
-        call.values[index] = copy
-        self._ids[id(copy)] = (copy, self._ids[id(t)][1])
-
-    def _finish_inputs(self, tensors: list[Tensor]) -> None:
-        for t in tensors:
-            hit = self._nodes.get(id(t))
-            if hit is not None:
-                self._finish(*hit)
-
-    def _finish(self, call: LayerCall, index: int, read: bool = True) -> None:
-        """End a call's value: ``read`` when a weight or a mixing op took it, else at the end of the trace."""
-        if call.done:
-            return
-        call.done = True
-        post = call.post_of[index]
-        site = call.site(
-            post, self._ids[id(call.values[post])][1], self._offsets[call.layer], self._layers[call.layer].size
-        )
-        layer = self._layers[call.layer]
-        if layer.activation is None:  # the first call of a layer defines its activation
-            layer.activation = site
-        elif read and not layer.activation.same_path(site):
-            layer.activation = layer.activation.with_error("its calls are followed by different ops")
-        if self._on_activation is not None and site.error is None:
-            self._on_activation(call.layer, call.output, *site.reduce(call.values[post]))
-
     def topology(self) -> dict[str, NeuronLayer]:
         """The traced layers by name. Call after the forward passes of interest have run."""
-        for call in self._calls:
-            if not call.done:  # a value returned, fed to the loss or looked at: the last value it reached
-                self._finish(call, len(call.specs) - 1, read=False)
+        self._follower.finish_all()
+        for reads in self._reads.values():
+            reads.add_to(self._layers, self._offsets, self._owners)
+        self._reads.clear()
         self._ids.clear()
         self._taint.clear()
-        self._nodes.clear()
-        self._calls.clear()
         self._mixed.clear()
+        self._derived.clear()
         return self._layers
 
 
