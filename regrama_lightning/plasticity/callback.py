@@ -48,9 +48,10 @@ class _ValueProbe(ActivationProbe):
         super().__init__(layers, lambda *args: None)
         self.values: dict[str, Tensor] = {}
 
-    def _report(self, call: Any, value: Tensor) -> None:
-        super()._report(call, value)
-        self.values.setdefault(call.layer.name, value.detach())
+    def _report(self, call: Any, *values: Tensor) -> None:
+        super()._report(call, *values)
+        if len(values) == 1:  # a layer measured in pieces (a split output) has no one feature matrix: left out
+            self.values.setdefault(call.layer.name, values[0].detach())
 
 
 class PlasticityMetrics(pl.Callback):
