@@ -15,7 +15,6 @@ from helpers import CtrlC, sigint_restored
 from lightning.pytorch.loggers import Logger
 from torch.nn import functional as F  # noqa: N812
 
-from benchmarks import runs
 from benchmarks.cifar100_continual import cli, perf, runner
 from benchmarks.cifar100_continual.config import RunConfig
 from benchmarks.cifar100_continual.data import (
@@ -31,6 +30,7 @@ from benchmarks.cifar100_continual.models import MLPClassifier, ResNet18Classifi
 from benchmarks.cifar100_continual.plot import load_results, plot_results
 from benchmarks.cifar100_continual.record import COLUMNS
 from benchmarks.cifar100_continual.schedule import ClassSchedule
+from benchmarks.harness import runs
 
 CLASSES, TRAIN_PER_CLASS, TEST_PER_CLASS = 5, 20, 6
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from benchmarks.cli import flags_without_help
+from benchmarks.harness.cli import flags_without_help
 
 CLIS = [
     "benchmarks.rl",
@@ -24,14 +24,14 @@ CLIS = [
     "benchmarks.overhead",
 ]
 PARSE = {  # the function of each command line that parses (and, for --help, prints and exits)
-    "benchmarks.rl": ("benchmarks.rl.__main__", "parse"),
+    "benchmarks.rl": ("benchmarks.rl.cli", "parse"),
     "benchmarks.rl.demo": ("benchmarks.rl.demo", "main"),
     "benchmarks.rl.plot": ("benchmarks.rl.plot", "main"),
     "benchmarks.rl.perf": ("benchmarks.rl.perf", "main"),
     "benchmarks.cifar100_continual": ("benchmarks.cifar100_continual.cli", "main"),
     "benchmarks.cifar100_continual.perf": ("benchmarks.cifar100_continual.perf", "parse_args"),
-    "benchmarks.random_labels": ("benchmarks.random_labels", "parse_args"),
-    "benchmarks.overhead": ("benchmarks.overhead", "parse_args"),
+    "benchmarks.random_labels": ("benchmarks.random_labels.cli", "parse_args"),
+    "benchmarks.overhead": ("benchmarks.overhead.cli", "parse_args"),
 }
 
 
@@ -90,7 +90,7 @@ def test_help_prints_without_importing_torch(cli):
 
 
 def test_rl_command_line_defaults_and_choices_are_those_of_the_code():
-    from benchmarks.rl import __main__ as cli
+    from benchmarks.rl import cli
     from benchmarks.rl.agent_args import agent_defaults, describe
     from benchmarks.rl.agent_options import options
     from benchmarks.rl.methods import METHODS
@@ -110,7 +110,8 @@ def test_rl_command_line_defaults_and_choices_are_those_of_the_code():
 
 
 def test_overhead_choices_are_those_of_the_code():
-    from benchmarks import overhead, overhead_timing
+    from benchmarks.overhead import cli as overhead
+    from benchmarks.overhead import timing as overhead_timing
 
     assert overhead.CLOCKS == overhead_timing.CLOCKS
     assert tuple(overhead_timing.MODELS) == overhead.MODELS and tuple(overhead_timing.CONFIGS) == overhead.CONFIGS
@@ -136,7 +137,7 @@ def one_line_error(capsys, main, argv):
     ],
 )
 def test_rl_argument_errors_are_one_line_usage_errors(capsys, tmp_path, argv, message):
-    from benchmarks.rl import __main__ as cli
+    from benchmarks.rl import cli
 
     line = one_line_error(capsys, cli.main, [*argv, "--out", str(tmp_path)])
     assert line.startswith("python -m benchmarks.rl: error: ") and message in line

@@ -15,8 +15,7 @@ from helpers import trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from benchmarks.rl import __main__ as cli
-from benchmarks.rl import perf, plot
+from benchmarks.rl import cli, perf, plot
 from benchmarks.rl.envs import make_env
 from benchmarks.rl.evaluation import Evaluation, evaluate
 from benchmarks.rl.methods import method_callbacks, monitors, resetting

@@ -12,8 +12,7 @@ import torch
 from helpers import trainer
 from torch import nn
 
-from benchmarks.rl import __main__ as cli
-from benchmarks.rl import perf
+from benchmarks.rl import cli, perf
 from benchmarks.rl.bro import BRO, BroNetBlock, bro_net, quantile_huber_loss
 from benchmarks.rl.dacer import DACER, cosine_schedule
 from benchmarks.rl.gmm import gmm_entropy

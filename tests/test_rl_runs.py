@@ -12,8 +12,8 @@ from helpers import CtrlC, sigint_restored
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from benchmarks import runs
-from benchmarks.rl import __main__ as cli
+from benchmarks.harness import runs
+from benchmarks.rl import cli
 from benchmarks.rl.plot import read_series
 from benchmarks.rl.runner import run
 

@@ -17,17 +17,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks.cifar100_continual.config import METHODS, PRESETS, RunConfig
-from benchmarks.cli import (
+from ..harness.cli import (
     HelpFormatter,
+    command,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
     usage_errors,
 )
+from .config import METHODS, PRESETS, RunConfig
 
-PROG = "python -m benchmarks.cifar100_continual"
+PROG = command(__package__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +102,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     Raises:
         ValueError: On an invalid combination, naming the parameter.
     """
-    from benchmarks.cifar100_continual.methods import make_method
+    from .methods import make_method
 
     cfg = PRESETS[args.preset].override(
         max_classes=args.max_classes,
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser, subcommands = _parsers()
     args = parser.parse_args(argv)
     if args.command == "plot":
-        from benchmarks.cifar100_continual.plot import plot_results
+        from .plot import plot_results
 
         with usage_errors(subcommands["plot"], FileNotFoundError, ValueError):
             path = plot_results(args.results, args.out, args.metrics, args.spread, args.smooth,
@@ -146,10 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     import lightning.pytorch as pl
     import torch
 
-    from benchmarks import runs
-    from benchmarks.cifar100_continual import runner
-    from benchmarks.cifar100_continual.data import load_cifar100
-    from benchmarks.common import prepare
+    from ..harness import runs
+    from ..harness.process import prepare
+    from . import runner
+    from .data import load_cifar100
 
     out = args.out or Path("runs") / f"cifar100_{args.preset}"
     control = runs.RunControl(args.resume, args.overwrite, args.checkpoint_every)

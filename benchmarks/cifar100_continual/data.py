@@ -21,7 +21,7 @@ from torch.nn import functional as F  # noqa: N812
 from torchvision.datasets import CIFAR100
 from torchvision.datasets.utils import check_integrity
 
-from benchmarks.cifar100_continual.schedule import ClassSchedule
+from .schedule import ClassSchedule
 
 # Per-channel statistics of the CIFAR-100 training set, as Dohare et al. normalise with.
 MEAN = (0.5071, 0.4865, 0.4409)

@@ -31,10 +31,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from benchmarks.rl.envs import make_env
-from benchmarks.rl.loop import Collector, ReplayLoop
-from benchmarks.rl.networks import NetworkConfig
-from benchmarks.rl.replay import ReplayBuffer, Transition
+from .envs import make_env
+from .loop import Collector, ReplayLoop
+from .networks import NetworkConfig
+from .replay import ReplayBuffer, Transition
 
 
 def _as_is(batch: Transition) -> Transition:

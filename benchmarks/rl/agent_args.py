@@ -18,8 +18,8 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from benchmarks.rl.agent import OffPolicyAgent
-from benchmarks.rl.networks import NetworkConfig
+from .agent import OffPolicyAgent
+from .networks import NetworkConfig
 
 RUN_OWNED = ("env_id", "total_steps", "seed", "checkpoint_buffer")
 
@@ -95,7 +95,7 @@ def describe(agent: type[OffPolicyAgent]) -> list[dict[str, Any]]:
 
 def add_agent_arguments(parser: argparse.ArgumentParser, agent: type[OffPolicyAgent]) -> None:
     """Add one option per hyperparameter of ``agent`` (see :func:`describe`)."""
-    from benchmarks.rl.agent_options import add_options
+    from .agent_options import add_options
 
     add_options(parser, agent.__name__, describe(agent))
 
@@ -119,7 +119,7 @@ def write_options(path: str) -> str:
 
     Run ``python -m benchmarks.rl.agent_args`` after changing an agent's signature; a test checks the file.
     """
-    from benchmarks.rl.registry import AGENTS
+    from .registry import AGENTS
 
     text = json.dumps({name: describe(cls) for name, cls in sorted(AGENTS.items())}, indent=1) + "\n"
     Path(path).write_text(text)
@@ -127,6 +127,6 @@ def write_options(path: str) -> str:
 
 
 if __name__ == "__main__":
-    from benchmarks.rl.agent_options import OPTIONS_FILE
+    from .agent_options import OPTIONS_FILE
 
     write_options(sys.argv[1] if len(sys.argv) > 1 else str(OPTIONS_FILE))

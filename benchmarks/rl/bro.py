@@ -36,9 +36,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
-from benchmarks.rl.agent import Backward, OffPolicyAgent, check_hyperparameters, polyak
-from benchmarks.rl.networks import NetworkConfig, ResidualBlock, SquashedGaussianActor, TwinQ
-from benchmarks.rl.replay import Transition
+from .agent import Backward, OffPolicyAgent, check_hyperparameters, polyak
+from .networks import NetworkConfig, ResidualBlock, SquashedGaussianActor, TwinQ
+from .replay import Transition
 
 BroNetBlock = ResidualBlock  # Table 1: Linear, LayerNorm, ReLU, Linear, LayerNorm, residual add
 BRO_RESET_STEPS: tuple[int, ...] = (15_000, 50_000, 250_000, 500_000, 750_000)

@@ -31,10 +31,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
-from benchmarks.rl.agent import Backward, OffPolicyAgent, check_hyperparameters, polyak
-from benchmarks.rl.gmm import gmm_entropy
-from benchmarks.rl.networks import NetworkConfig, TwinQ, make_network
-from benchmarks.rl.replay import Transition
+from .agent import Backward, OffPolicyAgent, check_hyperparameters, polyak
+from .gmm import gmm_entropy
+from .networks import NetworkConfig, TwinQ, make_network
+from .replay import Transition
 
 
 def cosine_schedule(steps: int, s: float = 0.008) -> list[float]:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cli import make_parser
-from benchmarks.runs import is_complete
+from ..harness.cli import command, make_parser
+from ..harness.runs import is_complete
 
 PANELS = (
     ("eval/return", "evaluation return"),
@@ -101,7 +101,7 @@ def plot(folder: Path, out: Path, include_incomplete: bool = False) -> Path:
 
 def build_parser() -> ArgumentParser:
     """The command line (light: no torch)."""
-    parser = make_parser("python -m benchmarks.rl.plot", __doc__)
+    parser = make_parser(command(__package__, "plot"), __doc__)
     parser.add_argument("folder", type=Path, help="<out>/<env> of a run of python -m benchmarks.rl")
     parser.add_argument("--out", type=Path, default=None, help="PNG to write (default: <folder>/curves.png)")
     parser.add_argument("--include-incomplete", action="store_true", help="also draw runs that have not finished")

@@ -11,12 +11,12 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from benchmarks import checkpointing, runs
-from benchmarks.hparams import LogHyperparams
-from benchmarks.rl.agent_args import agent_defaults
-from benchmarks.rl.evaluation import EnvStepsProgressBar, Evaluation
-from benchmarks.rl.methods import method_callbacks, monitors
-from benchmarks.rl.registry import agent_class
+from ..harness import checkpointing, runs
+from ..harness.hparams import LogHyperparams
+from .agent_args import agent_defaults
+from .evaluation import EnvStepsProgressBar, Evaluation
+from .methods import method_callbacks, monitors
+from .registry import agent_class
 
 
 @dataclass
@@ -71,7 +71,7 @@ def run(
     """Train one agent with one method and seed; write logs, checkpoints and ``summary.json`` in its run folder.
 
     ``last.ckpt`` is saved every ``control.checkpoint_every`` environment steps (default ``eval_every``) and at
-    the end. A folder that already holds a run is skipped, resumed or refused as ``benchmarks.runs.begin``
+    the end. A folder that already holds a run is skipped, resumed or refused as ``benchmarks.harness.runs.begin``
     decides (``control``: ``resume``, ``overwrite``).
 
     Args:
@@ -86,7 +86,7 @@ def run(
 
     Raises:
         ValueError: On an unknown agent, method or environment.
-        benchmarks.runs.RunFolderError: When the folder holds another or an incomplete run that ``control``
+        benchmarks.harness.runs.RunFolderError: When the folder holds another or an incomplete run that ``control``
             does not allow touching.
     """
     cls = agent_class(config.agent)

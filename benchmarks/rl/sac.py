@@ -31,9 +31,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
-from benchmarks.rl.agent import Backward, OffPolicyAgent, check_hyperparameters, polyak
-from benchmarks.rl.networks import NetworkConfig, SquashedGaussianActor, TwinQ
-from benchmarks.rl.replay import Transition
+from .agent import Backward, OffPolicyAgent, check_hyperparameters, polyak
+from .networks import NetworkConfig, SquashedGaussianActor, TwinQ
+from .replay import Transition
 
 
 class SAC(OffPolicyAgent):

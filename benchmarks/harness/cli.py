@@ -76,3 +76,16 @@ def flags_without_help(parser: argparse.ArgumentParser) -> list[str]:
         elif not action.help and not isinstance(action, argparse._HelpAction):
             missing.append("/".join(action.option_strings) or action.dest)
     return missing
+
+
+def command(package: str | None, module: str = "") -> str:
+    """The command as the user typed it: ``python -m <package>[.<module>]``.
+
+    The benchmarks install as ``regrama_benchmarks`` and run as ``benchmarks`` from the repository root; pass
+    ``__package__`` so that usage lines and errors name the one in use.
+
+    Example:
+        >>> command("benchmarks.rl", "plot")
+        'python -m benchmarks.rl.plot'
+    """
+    return "python -m " + ".".join(p for p in (package or "benchmarks", module) if p)
