@@ -68,9 +68,14 @@ def test_every_flag_has_a_help_text_and_shows_its_default(cli):
     for p in [parser, *(s for a in subcommands for s in a.choices.values())]:
         text = p.format_help()
         for action in p._actions:
-            if action.option_strings and action.default is not argparse.SUPPRESS and action.help:
-                assert "(default:" in p._get_formatter()._format_action(action), (cli, action.option_strings)
-        assert "usage:" in text
+            if not action.option_strings or action.default is argparse.SUPPRESS or not action.help:
+                continue
+            shown = p._get_formatter()._format_action(action)
+            # A default that says nothing is left out: None (the help says what happens) and an off switch.
+            says_nothing = action.default is None or (action.nargs == 0 and action.default is False)
+            assert says_nothing or "(default:" in shown, (cli, action.option_strings, shown)
+            assert "(default: None)" not in shown and shown.count("(default:") <= 1, shown
+        assert "usage:" in text and "``" not in text and ":class:" not in text  # no raw markup
 
 
 @pytest.mark.parametrize("cli", [*CLIS, "benchmarks.cifar100_continual run", "benchmarks.cifar100_continual plot"])

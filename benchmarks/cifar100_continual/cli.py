@@ -22,6 +22,7 @@ from ..harness.cli import (
     command,
     non_negative_float,
     non_negative_int,
+    plain_text,
     positive_float,
     positive_int,
     usage_errors,
@@ -37,10 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog=PROG, description=plain_text(__doc__), formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="{run,plot}")
     run = sub.add_parser("run", help="train runs; writes <out>/<method>/seed<k>/{metrics.csv,summary.json,...}",
-                         description=__doc__, formatter_class=HelpFormatter)  # fmt: skip
+                         description=plain_text(__doc__), formatter_class=HelpFormatter)  # fmt: skip
     add = run.add_argument
     add("--preset", choices=sorted(PRESETS), default="paper",
         help="paper: MLP, +1 class every 15 epochs; dohare: ResNet-18, +5 classes every 200 epochs")  # fmt: skip
@@ -48,8 +49,8 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     add("--seeds", "--seed", nargs="+", type=non_negative_int, default=[0], help="seeds to run")
     add("--data-dir", type=Path, default=Path("data"), help="folder holding cifar-100-python/")
     add("--download", action="store_true", help="download CIFAR-100 with torchvision (needs internet)")
-    add("--no-verify-integrity", dest="verify_integrity", action="store_false",
-        help="skip torchvision's md5 check (only for files you made yourself)")  # fmt: skip
+    add("--verify-integrity", action=argparse.BooleanOptionalAction, default=True,
+        help="check the files' md5 sums (--no-verify-integrity: only for files you made yourself)")  # fmt: skip
     add("--out", type=Path, default=None, help="results folder (default: runs/cifar100_<preset>)")
     control = run.add_mutually_exclusive_group()
     control.add_argument("--resume", action="store_true",
@@ -61,8 +62,8 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     add("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed on a GPU")
     add("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     add("--estimate-only", action="store_true", help="print the cost estimate and stop")
-    add("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    group = run.add_argument_group("overrides of the preset (default: the preset's value)")
+    add("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
+    group = run.add_argument_group("overrides of the preset (default: the preset's value, shown per preset)")
     for flag, kind, text in (
         ("--max-classes", positive_int, "classes in the run (quick runs: e.g. 10)"),
         ("--initial-classes", positive_int, "classes at epoch 0"),
@@ -79,10 +80,14 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         ("--reset-every", positive_int, "reset every N steps instead of at each class addition"),
         ("--log-every", positive_int, "measure the ratios every N steps"),
     ):
-        group.add_argument(flag, type=kind, default=None, help=text)
-    group.add_argument("--optimizer", choices=["sgd", "adam"], default=None, help="optimizer")
-    group.add_argument("--widths", type=positive_int, nargs="+", default=None, help="MLP hidden widths")
-    group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="crop/flip/rotation")
+        group.add_argument(flag, type=kind, default=None, help=text + preset_values(flag))
+    group.add_argument(
+        "--optimizer", choices=["sgd", "adam"], default=None, help="optimizer" + preset_values("--optimizer")
+    )
+    group.add_argument("--widths", type=positive_int, nargs="+", default=None,
+                       help="MLP hidden widths" + preset_values("--widths"))  # fmt: skip
+    group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                       help="crop/flip/rotation" + preset_values("--augment"))  # fmt: skip
 
     plot = sub.add_parser("plot", help="draw Fig. 5 right (accuracy and GraMa ratio per epoch) from a results folder",
                           formatter_class=HelpFormatter)  # fmt: skip
@@ -94,6 +99,21 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     plot.add_argument("--include-incomplete", action="store_true",
                       help="also draw runs that have not finished (labelled as such)")  # fmt: skip
     return p, {"run": run, "plot": plot}
+
+
+def preset_values(flag: str) -> str:
+    """`` (paper: 15, dohare: 200)``: what each preset sets for ``flag`` (the override's default).
+
+    Example:
+        >>> preset_values("--epochs-per-increment")
+        ' (dohare: 200, paper: 15)'
+    """
+    name = flag.removeprefix("--").replace("-", "_")
+    values = {p: getattr(cfg, name) for p, cfg in sorted(PRESETS.items())}
+    shown = {
+        p: "none" if v is None else " ".join(map(str, v)) if isinstance(v, tuple) else v for p, v in values.items()
+    }
+    return " (" + ", ".join(f"{p}: {v}" for p, v in shown.items()) + ")"
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

@@ -7,6 +7,7 @@ from other light modules only, so that ``--help`` prints at once; the training c
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -15,7 +16,16 @@ T = TypeVar("T")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the description's line breaks (examples) and appends ``(default: ...)`` to every flag's help."""
+    """Keeps the description's line breaks (examples) and appends ``(default: ...)`` to a flag's help.
+
+    Not where it says nothing: a default of ``None`` (the help says what happens then) or an on/off switch
+    (``--resume``: off unless given).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or (action.nargs == 0 and action.default is False):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def make_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
@@ -28,7 +38,19 @@ def make_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
     Returns:
         The parser.
     """
-    return argparse.ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
+    return argparse.ArgumentParser(prog=prog, description=plain_text(description), formatter_class=HelpFormatter)
+
+
+def plain_text(text: str | None) -> str | None:
+    """A docstring as a terminal shows it: no reStructuredText markup (````code````, ``:mod:`~a.b```).
+
+    Example:
+        >>> plain_text("Run ``python -m x``; see :mod:`~benchmarks.rl.cli`.")
+        'Run python -m x; see cli.'
+    """
+    if text is None:
+        return None
+    return re.sub(r":\w+:`~?(?:[\w]+\.)*([\w]+)`", r"\1", text).replace("``", "")
 
 
 def _number(kind: Callable[[str], T], test: Callable[[T], bool], what: str) -> Callable[[str], T]:
@@ -63,7 +85,25 @@ def usage_errors(parser: argparse.ArgumentParser, *kinds: type[Exception]) -> It
     try:
         yield
     except caught as error:
-        parser.error(str(error))
+        parser.error(as_flags(parser, " ".join(str(error).split())))
+
+
+def as_flags(parser: argparse.ArgumentParser, message: str) -> str:
+    """``message`` with every backquoted parameter that is also a flag of ``parser`` written as that flag.
+
+    Example:
+        >>> p = make_parser("prog", None)
+        >>> _ = p.add_argument("--target-tau")
+        >>> as_flags(p, "`target_tau` must be in (0, 1], got 5.0.")
+        '--target-tau must be in (0, 1], got 5.0.'
+    """
+    flags = {s for action in parser._actions for s in action.option_strings}  # argparse keeps no public list
+
+    def flag(match: re.Match[str]) -> str:
+        name = "--" + match.group(1).replace("_", "-")
+        return name if name in flags else match.group(0)
+
+    return re.sub(r"`(\w+)`", flag, message)
 
 
 def flags_without_help(parser: argparse.ArgumentParser) -> list[str]:

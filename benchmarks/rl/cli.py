@@ -9,7 +9,7 @@ Examples:
     python -m benchmarks.rl --agent bro --help        # the options (and defaults) of one agent
     python -m benchmarks.rl.plot runs/rl/HalfCheetah-v5
 
-Each run writes ``<out>/<env>/<method>/seed<k>/``: ``run.json`` (settings and status), ``metrics.csv`` (every
+Each run writes ``<out>/<env>/<agent>/<method>/seed<k>/``: ``run.json`` (settings and status), ``metrics.csv`` (every
 logged value against environment steps), ``hparams.yaml``, ``tensorboard/`` event files, ``last.ckpt`` (every
 --checkpoint-every environment steps and at the end) and ``summary.json``. A run folder is keyed on the run's
 full settings: a finished run with the same settings is skipped, one with other settings is never overwritten
@@ -71,8 +71,10 @@ def build_parser(agent: str = "sac") -> argparse.ArgumentParser:
     add("--eval-episodes", type=positive_int, default=10, help="episodes per evaluation")
     add("--log-every", type=positive_int, default=1000, help="log losses and ratios every N updates")
     add("--video", action="store_true", help="record evaluation episodes (MUJOCO_GL=egl)")
-    add("--checkpoint-buffer", action="store_true",
-        help="save the replay buffer in last.ckpt, so that a resumed run trains on the same data")  # fmt: skip
+    add("--checkpoint-buffer", action=argparse.BooleanOptionalAction, default=True,
+        help="save the replay buffer in last.ckpt, so that a resumed run trains on the same data as the "
+             "uninterrupted one (--no-checkpoint-buffer: small checkpoints; a resumed run first refills the "
+             "buffer with --learning-starts steps of its policy, so it makes fewer updates)")  # fmt: skip
     add("--checkpoint-every", type=positive_int, default=None,
         help="save last.ckpt every N environment steps (default: --eval-every)")  # fmt: skip
     control = parser.add_mutually_exclusive_group()
@@ -99,12 +101,12 @@ def _agent(argv: list[str] | None) -> str:
 def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Checks across flags, as usage errors that name the flags to change."""
     values = vars(args)
-    starts, batch = values["agent.learning_starts"], values["agent.batch_size"]
-    buffer = min(values["agent.buffer_size"], args.steps)
+    starts, batch = values["agent.loop.learning_starts"], values["agent.loop.batch_size"]
+    buffer = min(values["agent.loop.buffer_size"], args.steps)
     if starts >= args.steps:
         parser.error(f"--learning-starts {starts} leaves no update in --steps {args.steps}: lower "
                      "--learning-starts or raise --steps.")  # fmt: skip
-    need = max(starts, batch, values["agent.num_envs"])
+    need = max(starts, batch, values["agent.loop.num_envs"])
     if buffer < need:
         parser.error(f"the replay buffer ({buffer} transitions: --buffer-size, at most --steps) must hold "
                      f"--learning-starts, --batch-size and --num-envs ({need}): raise --buffer-size.")  # fmt: skip
@@ -112,6 +114,9 @@ def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 def parse(argv: list[str] | None = None) -> tuple[RunConfig, list[str], list[int], int, RunControl]:
     """Parse and check the command line; the agent's options (and their defaults) are those of ``--agent``.
+
+    Everything is checked before any run folder is touched: the flags, the agent's hyperparameters (an agent is
+    built once), the environment, the networks, the accelerator, ``--out`` and what the run folders hold.
 
     Returns:
         ``(RunConfig, methods, seeds, threads, RunControl)``.
@@ -124,15 +129,15 @@ def parse(argv: list[str] | None = None) -> tuple[RunConfig, list[str], list[int
     check(parser, args)
     import dataclasses
 
-    from ..harness.runs import RunControl
+    from ..harness.runs import RunControl, check_out
     from .agent_args import read_agent_arguments
     from .networks import NetworkConfig
     from .registry import agent_class
     from .runner import RunConfig
 
-    cls = agent_class(args.agent)
     with usage_errors(parser):
-        agent_args = read_agent_arguments(args, cls)
+        check_out(args.out)
+        agent_args = read_agent_arguments(args, agent_class(args.agent))
         overrides = {"width": args.width, "depth": args.depth, "activation": args.activation}
         overrides |= {"layer_norm": args.layer_norm, "residual": args.residual}
         overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -161,19 +166,20 @@ def parse(argv: list[str] | None = None) -> tuple[RunConfig, list[str], list[int
         out=args.out,
     )
     control = RunControl(args.resume, args.overwrite, args.checkpoint_every)
-    with usage_errors(parser):  # an unknown environment or network, a run folder that holds another run, ...
+    with usage_errors(parser):  # a bad hyperparameter, environment, network or accelerator, a folder in use, ...
         _check_runs(config, args.methods, args.seeds, control)
     return config, args.methods, args.seeds, args.threads, control
 
 
 def _check_runs(config: RunConfig, methods: list[str], seeds: list[int], control: RunControl) -> None:
+    from ..harness.devices import check_accelerator
     from ..harness.runs import decide
-    from .envs import make_env
-    from .registry import agent_class
-    from .runner import run_dir, run_settings
+    from .runner import make_agent, reset_networks, run_dir, run_settings
 
-    agent_class(config.agent)
-    make_env(config.env, seed=0).close()
+    check_accelerator(config.accelerator, config.devices)
+    agent = make_agent(config, seeds[0])  # checks the hyperparameters and the environment id
+    reset_networks(config, agent)
+    agent.close()
     for seed in seeds:
         for method in methods:
             decide(run_dir(config, method, seed), run_settings(config, method, seed), control)

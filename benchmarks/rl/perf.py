@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     prepare(args.threads)
     pl.seed_everything(0, verbose=False)
-    agent = AGENTS[args.agent](
-        args.env, total_steps=10**9, learning_starts=1_000, replay_ratio=1.0, buffer_size=100_000
-    )
+    cls = AGENTS[args.agent]
+    loop = cls.LOOP.replace(total_steps=10**9, learning_starts=1_000, replay_ratio=1.0, buffer_size=100_000)
+    agent = cls(args.env, loop)
     # A first fit fills the buffer with random steps and moves the agent to the device.
     lightning_block(agent, updates=agent.learning_starts, warmup=0, accelerator=args.accelerator)
     optimizers = agent.configure_optimizers()  # the same optimizers, not wrapped by Lightning
