@@ -177,7 +177,8 @@ def test_missing_data_is_a_clear_error(tmp_path):
 def test_missing_data_on_the_command_line_exits_with_the_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["run", "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")])
-    assert "cifar-100-python" in str(exit_info.value) and "--download" in str(exit_info.value)
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # a usage error (status 2), one line
+    assert exit_info.value.code == 2 and "cifar-100-python" in err and "--download" in err
     assert not (tmp_path / "out").exists()
 
 

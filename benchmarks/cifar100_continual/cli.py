@@ -27,6 +27,7 @@ from ..harness.cli import (
     positive_int,
     usage_errors,
 )
+from ..harness.runs import check_out
 from .config import METHODS, PRESETS, RunConfig
 
 PROG = command(__package__)
@@ -162,30 +163,32 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {path}")
         return
     run_parser = subcommands["run"]  # its errors print its own usage line
-    with usage_errors(run_parser):
-        cfg = config_from_args(args)
-    import lightning.pytorch as pl
-    import torch
-
-    from ..harness import runs
-    from ..harness.process import prepare
-    from . import runner
-    from .data import load_cifar100
-
     out = args.out or Path("runs") / f"cifar100_{args.preset}"
-    control = runs.RunControl(args.resume, args.overwrite, args.checkpoint_every)
-    grid = [(m, s) for m in args.methods for s in args.seeds]
-    folders = {(m, s): out / m / f"seed{s}" for m, s in grid}
-    with usage_errors(run_parser):  # every folder is checked before anything trains
+    # Every check before training, as one-line usage errors naming flags; the datamodule says total_classes.
+    with usage_errors(
+        run_parser, ValueError, FileNotFoundError, RuntimeError, aliases={"total_classes": "max_classes"}
+    ):
+        check_out(out)
+        cfg = config_from_args(args)
+        import lightning.pytorch as pl
+        import torch
+
+        from ..harness import runs
+        from ..harness.devices import check_accelerator
+        from ..harness.process import prepare
+        from . import runner
+        from .data import load_cifar100
+
+        check_accelerator(args.accelerator)
+        control = runs.RunControl(args.resume, args.overwrite, args.checkpoint_every)
+        grid = [(m, s) for m in args.methods for s in args.seeds]
+        folders = {(m, s): out / m / f"seed{s}" for m, s in grid}
         plans = {k: runs.decide(folders[k], runner.run_settings(cfg, *k, args.precision), control) for k in grid}
-    prepare(args.threads or torch.get_num_threads())
-    try:
+        prepare(args.threads or torch.get_num_threads())
         source = load_cifar100(args.data_dir, args.download, args.verify_integrity)
-    except (FileNotFoundError, RuntimeError) as error:
-        raise SystemExit(f"error: {error}") from None
-    device = pl.Trainer(accelerator=args.accelerator, devices=1, logger=False).strategy.root_device
-    dm = cfg.datamodule("", args.seeds[0], source=source)
-    dm.build(device)
+        device = pl.Trainer(accelerator=args.accelerator, devices=1, logger=False).strategy.root_device
+        dm = cfg.datamodule("", args.seeds[0], source=source)
+        dm.build(device)  # checks that the data fits the settings (classes, images per class)
     schedule = dm.schedule
     print(
         f"Class-incremental CIFAR-100 ({args.preset} preset): {cfg.model} "

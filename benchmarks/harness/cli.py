@@ -75,35 +75,44 @@ fraction = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
 
 @contextmanager
-def usage_errors(parser: argparse.ArgumentParser, *kinds: type[Exception]) -> Iterator[None]:
+def usage_errors(
+    parser: argparse.ArgumentParser, *kinds: type[Exception], aliases: dict[str, str] | None = None
+) -> Iterator[None]:
     """Turn ``ValueError`` (or ``kinds``) raised by settings checks into ``parser.error``.
 
     That prints the usage line and a one-line message and exits with status 2, as for any other bad argument.
-    Wrap only code that checks arguments, never training, so that a real failure keeps its traceback.
+    Wrap only code that checks arguments, never training, so that a real failure keeps its traceback. The message
+    names flags, not parameters (:func:`as_flags`, with ``aliases``).
     """
     caught = kinds or (ValueError,)
     try:
         yield
     except caught as error:
-        parser.error(as_flags(parser, " ".join(str(error).split())))
+        parser.error(as_flags(parser, " ".join(str(error).split()), aliases))
 
 
-def as_flags(parser: argparse.ArgumentParser, message: str) -> str:
+def as_flags(parser: argparse.ArgumentParser, message: str, aliases: dict[str, str] | None = None) -> str:
     """``message`` with every backquoted parameter that is also a flag of ``parser`` written as that flag.
+
+    ```` `name` ```` becomes ``--name``, ```` `name=value` ```` becomes ``--name value``; ``aliases`` renames
+    parameters whose flag has another name first.
 
     Example:
         >>> p = make_parser("prog", None)
         >>> _ = p.add_argument("--target-tau")
         >>> as_flags(p, "`target_tau` must be in (0, 1], got 5.0.")
         '--target-tau must be in (0, 1], got 5.0.'
+        >>> as_flags(p, "`polyak=5` is too big; lower `polyak`.", aliases={"polyak": "target_tau"})
+        '--target-tau 5 is too big; lower --target-tau.'
     """
     flags = {s for action in parser._actions for s in action.option_strings}  # argparse keeps no public list
 
     def flag(match: re.Match[str]) -> str:
-        name = "--" + match.group(1).replace("_", "-")
-        return name if name in flags else match.group(0)
+        name = "--" + (aliases or {}).get(match.group(1), match.group(1)).replace("_", "-")
+        value = f" {match.group(2)}" if match.group(2) is not None else ""
+        return name + value if name in flags else match.group(0)
 
-    return re.sub(r"`(\w+)`", flag, message)
+    return re.sub(r"`(\w+)(?:=([^`]*))?`", flag, message)
 
 
 def flags_without_help(parser: argparse.ArgumentParser) -> list[str]:

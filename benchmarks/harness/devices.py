@@ -16,9 +16,14 @@ def check_accelerator(accelerator: str, devices: int = 1) -> None:
     Raises:
         ValueError: Naming ``--accelerator`` and the fix.
     """
+    import logging
+
     import lightning.pytorch as pl
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    quiet = logging.getLogger("lightning.pytorch")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # the Trainer's banner ("GPU available: ...") belongs to the run, not the check
     try:
         pl.Trainer(
             accelerator=accelerator,
@@ -34,3 +39,5 @@ def check_accelerator(accelerator: str, devices: int = 1) -> None:
             f"--accelerator {accelerator} with --devices {devices} cannot run on this machine ({reason}); use "
             "--accelerator cpu, or auto (a GPU if there is one)."
         ) from None
+    finally:
+        quiet.setLevel(level)

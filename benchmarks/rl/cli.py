@@ -32,6 +32,7 @@ from ..harness.cli import (
     usage_errors,
 )
 from ..harness.methods import method_names
+from ..harness.runs import check_out
 from .agent_options import add_options, agent_names, options
 
 if TYPE_CHECKING:  # imported when needed: --help must not load torch
@@ -127,16 +128,17 @@ def parse(argv: list[str] | None = None) -> tuple[RunConfig, list[str], list[int
     parser = build_parser(_agent(argv))
     args = parser.parse_args(argv)
     check(parser, args)
+    with usage_errors(parser):
+        check_out(args.out)
     import dataclasses
 
-    from ..harness.runs import RunControl, check_out
+    from ..harness.runs import RunControl
     from .agent_args import read_agent_arguments
     from .networks import NetworkConfig
     from .registry import agent_class
     from .runner import RunConfig
 
     with usage_errors(parser):
-        check_out(args.out)
         agent_args = read_agent_arguments(args, agent_class(args.agent))
         overrides = {"width": args.width, "depth": args.depth, "activation": args.activation}
         overrides |= {"layer_norm": args.layer_norm, "residual": args.residual}
