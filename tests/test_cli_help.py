@@ -153,7 +153,7 @@ def test_rl_argument_errors_are_one_line_usage_errors(capsys, tmp_path, argv, me
     [
         (["--reset-every", "0"], "argument --reset-every: must be a positive integer, got '0'"),
         (["--grama-tau", "-1"], "argument --grama-tau: must be a number >= 0, got '-1'"),
-        (["--initial-classes", "200"], "initial_classes"),
+        (["--initial-classes", "200"], "--initial-classes 200 exceeds --max-classes 100"),
     ],
 )
 def test_cifar_argument_errors_are_one_line_usage_errors(capsys, tmp_path, argv, message):
