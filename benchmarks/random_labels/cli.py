@@ -30,14 +30,15 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from benchmarks.cli import make_parser, non_negative_float, non_negative_int, positive_float, positive_int
+from ..harness.cli import command, make_parser, non_negative_float, non_negative_int, positive_float, positive_int
+from ..harness.methods import method_names
 
-METHODS = ("vanilla", "regrama", "redo")
+METHODS = method_names("random_labels")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments; the defaults are the ``make demo`` settings."""
-    p = make_parser("python -m benchmarks.random_labels", __doc__)
+    p = make_parser(command(__package__), __doc__)
     p.add_argument("--phases", type=positive_int, default=20, help="number of label re-draws (tasks)")
     p.add_argument(
         "--epochs-per-phase", type=positive_int, default=20, help="epochs of training on each phase's labels"
@@ -71,8 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Run the methods and print (and optionally write) the per-phase table."""
     args = parse_args(argv)
-    from benchmarks.common import prepare
-    from benchmarks.random_labels_fit import PhaseRow, format_table, run_method, summary
+    from ..harness.process import prepare
+    from .fit import PhaseRow, format_table, run_method, summary
 
     prepare(args.threads)
     print(

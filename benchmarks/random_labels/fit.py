@@ -1,4 +1,4 @@
-"""The training side of ``python -m benchmarks.random_labels`` (see that module): data, model, runs, tables."""
+"""The training side of ``python -m benchmarks.random_labels`` (see ``cli.py``): data, model, runs, tables."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from lightning.pytorch.loggers import Logger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.common import method_monitors
-from benchmarks.random_labels import METHODS
 from regrama_lightning import NeuronReset
+
+from ..harness.monitors import extra_callbacks, method_monitors
+from .cli import METHODS
 
 __all__ = ["METHODS", "PhaseRow", "format_table", "run_method", "summary"]
 
@@ -206,7 +207,8 @@ def run_method(method: str, args: argparse.Namespace) -> list[PhaseRow]:
         accelerator="cpu",
         devices=1,
         max_epochs=args.phases * args.epochs_per_phase,
-        callbacks=[phases, grama, dormant],  # `phases` first: accuracy is read before a reset of the same step
+        # `phases` first: accuracy is read before a reset of the same step
+        callbacks=[phases, grama, dormant, *extra_callbacks(method, seed=args.seed)],
         logger=memory,  # in memory only: nothing is written to disk
         enable_checkpointing=False,
         enable_progress_bar=False,
