@@ -14,7 +14,11 @@ Configurations:
 * ``redo@1``: ``ReDo(reset_every_n_steps=None, log_every_n_steps=1)``;
 * ``reset@100`` (information only): ``ReGraMa(reset_every_n_steps=100)``, ten times the default reset rate;
 * ``read-grads`` (reference): a bare callback that only reads ``|W.grad|`` row sums of every layer at each step,
-  the part of ``grama-weight@1`` that any implementation of the authors' score must pay.
+  the part of ``grama-weight@1`` that any implementation of the authors' score must pay;
+* the toolkit at its defaults: ``cbp`` (``ContinualBackprop()``: measures every step, replaces every 100),
+  ``reborn`` (``ReBorn()``), ``prune`` (``NeuronPruning()``), ``snp`` (``ShrinkPerturb()``: every step),
+  ``l2init`` (``L2Init()``), and ``plasticity@100`` (``PlasticityMetrics(every_n_steps=100)``, ten times its
+  default rate).
 
 Design. On this kind of (virtual, shared) machine, two identical bare fits differ by 5-10% in per-step time, and so
 do 40-step blocks within one fit: far more than the 1% this benchmark must resolve. So the comparison is made
@@ -44,7 +48,21 @@ from ..harness.cli import command, make_parser, non_negative_int, positive_int
 # timing.py's CLOCKS, MODELS and CONFIGS).
 CLOCKS = ("wall", "cpu")
 MODELS = ("mlp", "cnn")
-CONFIGS = ("bare", "defaults", "grama-weight@1", "grama-output@1", "redo@1", "reset@100", "read-grads")
+CONFIGS = (
+    "bare",
+    "defaults",
+    "grama-weight@1",
+    "grama-output@1",
+    "redo@1",
+    "reset@100",
+    "read-grads",
+    "cbp",
+    "reborn",
+    "prune",
+    "snp",
+    "l2init",
+    "plasticity@100",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
