@@ -7,13 +7,40 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from regrama_lightning import ReDo, ReGraMa
+from regrama_lightning import (
+    ContinualBackprop,
+    L2Init,
+    NeuronPruning,
+    PlasticityMetrics,
+    ReBorn,
+    ReDo,
+    ReGraMa,
+    ShrinkPerturb,
+)
 
 from .methods import METHODS
 
 #: Factories of the callbacks named in ``MethodInfo.extras``; each gets the run's ``seed`` and the monitors'
 #: shared arguments (``include``, ``step_attribute``, ...) as keywords and takes what it needs.
-EXTRAS: dict[str, Callable[..., pl.Callback]] = {}
+#: A factory gets ``reset_every`` (the benchmark's reset period) where the benchmark passes it.
+EXTRAS: dict[str, Callable[..., pl.Callback]] = {
+    "cbp": lambda seed=None, include=None, step_attribute=None, **_: ContinualBackprop(
+        seed=seed, include=include, step_attribute=step_attribute
+    ),
+    "reborn": lambda seed=None, include=None, step_attribute=None, reset_every=1000, **_: ReBorn(
+        reset_every_n_steps=reset_every, seed=seed, include=include, step_attribute=step_attribute
+    ),
+    "snp": lambda seed=None, **_: ShrinkPerturb(seed=seed),
+    "l2init": lambda **_: L2Init(strength=1e-2),
+    # Decoupled weight decay as a shrink after every step: AdamW's default decay 1e-2 at step size 1e-3.
+    "wd": lambda **_: ShrinkPerturb(shrink=1.0 - 1e-3 * 1e-2, sigma=0.0),
+    "prune-grama": lambda include=None, step_attribute=None, reset_every=1000, **_: NeuronPruning(
+        tau=0.01, reset_every_n_steps=reset_every, include=include, step_attribute=step_attribute
+    ),
+    "prune-redo": lambda include=None, step_attribute=None, reset_every=1000, **_: NeuronPruning(
+        tau=0.02, score="activation", reset_every_n_steps=reset_every, include=include, step_attribute=step_attribute
+    ),
+}
 
 
 def method_monitors(
@@ -57,3 +84,8 @@ def extra_callbacks(method: str, **shared: Any) -> list[pl.Callback]:
         The callbacks (none for ``vanilla``, ``regrama``, ``redo``, ``fresh``).
     """
     return [EXTRAS[name](**shared) for name in METHODS[method].extras]
+
+
+def plasticity_metrics(every_n_steps: int, step_attribute: str | None = None, **_: Any) -> PlasticityMetrics:
+    """The plasticity metrics every benchmark run logs, whatever the method (``plasticity/<metric>[/<layer>]``)."""
+    return PlasticityMetrics(every_n_steps=every_n_steps, step_attribute=step_attribute)

@@ -9,9 +9,14 @@ fit over all phases with one Adam optimizer throughout:
 * ``vanilla``: no reset; ``ReGraMa(reset_every_n_steps=None)`` and ``ReDo(reset_every_n_steps=None)`` only measure;
 * ``regrama``: ``ReGraMa`` resets GraMa-inactive neurons (by default every 80 optimizer steps = 5 epochs, four
   times per phase; ``--reset-every 0`` resets once at the end of each phase);
-* ``redo``: ``ReDo`` resets dormant neurons on the same schedule.
+* ``redo``: ``ReDo`` resets dormant neurons on the same schedule;
+* the toolkit's methods (``cbp``, ``reborn``, ``snp``, ``l2init``, ``prune-grama``, ``prune-redo`` and ReGraMa
+  with L2-init and/or weight decay): see ``benchmarks/harness/methods.py``; ReBorn and pruning act on the
+  same schedule as the resets.
 
-Every run carries both a GraMa and a ReDo monitor so that the ratios are comparable across methods.
+Every run carries both a GraMa and a ReDo monitor so that the ratios are comparable across methods, and
+``PlasticityMetrics`` (measured on each epoch's last batch; the table shows the effective rank of the hidden
+features).
 
 The data is synthetic and built in memory (no download): ``--samples`` standard Gaussian inputs of dimension
 ``--input-dim`` and labels drawn uniformly from ``--classes`` classes.
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     print(format_table(rows))
     print()
     first = max(1, args.phases // 5)
-    print(f"Means over the first {first} phase(s) and over the remaining ones:")
+    print(f"Per method: accuracy of the last phase, mean over phases, over the first {first} and over the rest:")
     print(summary(rows, args.methods, first))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
