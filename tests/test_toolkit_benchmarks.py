@@ -35,3 +35,16 @@ def test_sac_trains_with_each_toolkit_method_and_logs_the_plasticity_metrics(met
             assert callback.resets == 4  # critic at updates 50 and 100, the actor in the next ones
     grama, _ = monitors(callbacks)
     assert grama.resets == (4 if METHODS[method].resets == "grama" else 0)
+
+
+def test_random_labels_rows_carry_the_effective_rank_and_plot(tmp_path):
+    from test_benchmarks import TINY
+
+    from benchmarks.random_labels import cli as random_labels
+    from benchmarks.random_labels.plot import plot
+
+    random_labels.main([*TINY, "--methods", "vanilla", "cbp", "snp", "--out", str(tmp_path / "r.csv")])
+    with (tmp_path / "r.csv").open() as f:
+        rows = f.read().splitlines()
+    assert rows[0].endswith(",rank") and all(float(r.split(",")[-1]) >= 1.0 for r in rows[1:])
+    assert plot(tmp_path / "r.csv", tmp_path / "r.png").stat().st_size > 0
