@@ -159,3 +159,20 @@ def test_bad_arguments_are_refused():
         ReBorn(tau=0.5, beta=0.2)
     with pytest.raises(ValueError, match="max_per_source"):
         ReBorn(max_per_source=0)
+
+
+def test_cbp_resume_restores_utility_age_and_carry(tmp_path):
+    torch.manual_seed(0)
+    model = Classifier(mlp((6, 16, 16, 3)))
+    first = ContinualBackprop(replacement_rate=0.01, maturity_threshold=1, replace_every_n_steps=2, name="cbp")
+    t = trainer([first], max_steps=3)
+    t.fit(model, loader(n=48))
+    t.save_checkpoint(tmp_path / "c.ckpt")
+    resumed = ContinualBackprop(replacement_rate=0.01, maturity_threshold=1, replace_every_n_steps=2, name="cbp")
+    resumed.load_state_dict(
+        torch.load(tmp_path / "c.ckpt", weights_only=False)["callbacks"]["ContinualBackprop[name=cbp]"]
+    )
+    for name, state in first.states.items():
+        for key, value in vars(state).items():
+            assert torch.equal(getattr(resumed.states[name], key), value.cpu()), (name, key)
+    assert resumed.carry == first.carry and any(v > 0 for v in first.carry.values())
