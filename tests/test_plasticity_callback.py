@@ -62,3 +62,17 @@ def test_bad_arguments_are_refused():
         PlasticityMetrics(metrics=["rank"])
     with pytest.raises(ValueError, match="every_n_steps"):
         PlasticityMetrics(every_n_steps=0)
+
+
+def test_non_finite_features_log_nan_and_training_goes_on():
+    torch.manual_seed(0)
+    model = Classifier(mlp((6, 16, 12, 3)))
+    with torch.no_grad():
+        model.net[0].weight[0, 0] = float("nan")
+    callback = PlasticityMetrics(every_n_steps=2, metrics=["effective_rank", "weight_magnitude"])
+    with pytest.warns(UserWarning, match="non-finite activations"):
+        trainer([callback], max_steps=2).fit(model, loader())
+    assert (
+        callback.last_metrics["plasticity/effective_rank/net.0"]
+        != callback.last_metrics["plasticity/effective_rank/net.0"]
+    )  # NaN

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.optim import Optimizer
 
@@ -108,6 +109,7 @@ class PlasticityMetrics(pl.Callback):
         self._probe: _ValueProbe | None = None
         self._grad_squares: list[Tensor] = []
         self._batches = 0
+        self._warned_nonfinite = False
 
     @property
     def state_key(self) -> str:
@@ -170,8 +172,23 @@ class PlasticityMetrics(pl.Callback):
         for name, value in values.items():
             site = layers[name].activation
             matrices[name] = feature_matrix(value, site.dim if site.dim is not None else -1)
+        if not matrices:
+            return logs
+        # A non-finite feature (a diverging step) would stop the SVD: such a layer logs NaN (one sync, measured
+        # batches only).
+        finite = dict(zip(matrices, torch.stack([m.isfinite().all() for m in matrices.values()]).tolist(), strict=True))
+        if not all(finite.values()) and not self._warned_nonfinite:
+            self._warned_nonfinite = True
+            rank_zero_warn(
+                f"PlasticityMetrics: non-finite activations in layers {[n for n, ok in finite.items() if not ok]}; "
+                "their feature metrics are logged as NaN (this warning is shown once)."
+            )
+        nan = torch.tensor(float("nan"))
         for metric in [m for m in self.metrics if m in FEATURE_METRICS]:
-            per_layer = {n: FEATURE_METRICS[metric](m, self.delta).float() for n, m in matrices.items()}
+            per_layer = {
+                n: FEATURE_METRICS[metric](m, self.delta).float().cpu() if finite[n] else nan
+                for n, m in matrices.items()
+            }
             logs.update({f"plasticity/{metric}/{n}": v for n, v in per_layer.items()})
             if per_layer and metric in ("dead_unit_fraction", "active_unit_fraction"):
                 weights = torch.tensor([float(m.shape[1]) for m in matrices.values()])  # over all units
