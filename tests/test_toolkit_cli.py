@@ -29,3 +29,20 @@ def test_the_toolkit_from_the_command_line(cls, args, expected):
     assert {k: getattr(callback, k) for k in expected} == expected
     with pytest.raises(Exception):  # noqa: B017  (jsonargparse's own error type)
         parser.parse_args(["--cb.not_an_argument=1"])
+
+
+def test_arguments_a_method_does_not_use_are_refused():
+    with pytest.raises(ValueError, match="zero_outgoing"):
+        regrama_lightning.NeuronPruning(zero_outgoing=False)
+    with pytest.raises(ValueError, match="init_fn"):
+        regrama_lightning.ReBorn(init_fn=regrama_lightning.orthogonal_init)
+    with pytest.raises(ValueError, match="max_reset_fraction"):
+        regrama_lightning.ContinualBackprop(max_reset_fraction=0.1)
+
+
+@pytest.mark.parametrize("cls", ["ContinualBackprop", "ReBorn", "NeuronPruning"])
+def test_lightning_cli_shows_the_shared_arguments(cls):
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(getattr(regrama_lightning, cls), "cb")
+    callback = parser.instantiate(parser.parse_args(["--cb.include=[net.*]", "--cb.name=mine"])).cb
+    assert callback.include == ["net.*"] and callback.name == "mine"

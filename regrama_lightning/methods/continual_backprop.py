@@ -14,7 +14,6 @@ entries cleared, and utility and age reset.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +23,11 @@ from torch import Tensor
 from typing_extensions import override
 
 from regrama_lightning.actions import ActionContext, NeuronAction
-from regrama_lightning.callbacks.base import NeuronReset, ResidualPolicy
+from regrama_lightning.callbacks.base import NeuronReset
+from regrama_lightning.methods.arguments import refuse_unused
 from regrama_lightning.methods.outgoing import absorb_mean_input, absorbs_bias, outgoing_abs_mean
 from regrama_lightning.metrics import DormantRatio
-from regrama_lightning.reset import InitFn, Touched, clear_optimizer_state, redraw_incoming, restore_norms
+from regrama_lightning.reset import Touched, clear_optimizer_state, redraw_incoming, restore_norms
 from regrama_lightning.reset import zero_outgoing as zero_outgoing_columns
 from regrama_lightning.signals import Activation, ActivitySignal
 from regrama_lightning.track import OptimizerTrack
@@ -129,15 +129,10 @@ class ContinualBackprop(NeuronReset):
         decay_rate: ``eta`` of the running utility: 0.99.
         replace_every_n_steps: Steps between replacements (the count accumulated meanwhile is replaced at once).
         tau: Threshold of the logged dormant ratio (not used to select).
-        include: See :class:`~regrama_lightning.callbacks.NeuronReset` for these arguments.
-        exclude: Layer name patterns to leave alone.
-        consumers: Readers of a layer given by hand.
-        residual: Policy for residual-stream writers.
-        init_fn: Re-initialises a layer (default: its ``reset_parameters``).
         log_every_n_steps: Measurement period (the utility's update period): 1.
-        seed: Seed of the re-draws.
-        step_attribute: LightningModule attribute used as the x-axis of the logs.
-        name: Checkpoint key.
+        **kwargs: The other arguments of :class:`~regrama_lightning.callbacks.NeuronReset` (``include``,
+            ``exclude``, ``consumers``, ``include_output_layers``, ``residual``, ``init_fn`` (the re-draw),
+            ``log_per_layer``, ``seed``, ``eps``, ``step_attribute``, ``name``).
 
     Raises:
         ValueError: On an invalid argument.
@@ -157,16 +152,16 @@ class ContinualBackprop(NeuronReset):
         decay_rate: float = 0.99,
         replace_every_n_steps: int = 100,
         tau: float = 0.0,
-        include: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        consumers: Mapping[str, Sequence[str]] | None = None,
-        residual: ResidualPolicy = "measure",
-        init_fn: InitFn | None = None,
         log_every_n_steps: int | None = 1,
-        seed: int | None = None,
-        step_attribute: str | None = None,
-        name: str | None = None,
+        **kwargs: Any,
     ) -> None:
+        kwargs = refuse_unused(
+            "ContinualBackprop", kwargs,
+            ("reset_every_n_steps", "zero_outgoing", "reset_optimizer_state", "max_reset_fraction"),
+            "it replaces every `replace_every_n_steps` steps as many neurons as `replacement_rate` gives, always "
+            "zeroes the outgoing weights (after the readers' biases absorb them) and clears the optimizer state "
+            "of the touched entries",
+        )  # fmt: skip
         if not (isinstance(replacement_rate, (int, float)) and 0 <= replacement_rate <= 1):
             raise ValueError(f"`replacement_rate` must be in [0, 1] (Dohare et al.: 1e-4), got {replacement_rate!r}.")
         if isinstance(maturity_threshold, bool) or not isinstance(maturity_threshold, int) or maturity_threshold < 0:
@@ -180,10 +175,8 @@ class ContinualBackprop(NeuronReset):
         self.carry: dict[str, float] = {}
         self._warned: set[str] = set()
         super().__init__(
-            tau=tau, reset_every_n_steps=replace_every_n_steps, include=include, exclude=exclude,
-            consumers=consumers, residual=residual, init_fn=init_fn, log_every_n_steps=log_every_n_steps,
-            seed=seed, step_attribute=step_attribute, name=name,
-        )  # fmt: skip
+            tau=tau, reset_every_n_steps=replace_every_n_steps, log_every_n_steps=log_every_n_steps, **kwargs
+        )
         self._steps_now: dict[str, int] = {}
 
     def make_signal(self) -> ActivitySignal:

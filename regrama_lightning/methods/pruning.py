@@ -8,7 +8,7 @@ schedule are :class:`~regrama_lightning.callbacks.NeuronReset`'s.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -17,7 +17,8 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 from regrama_lightning.actions import ActionContext, NeuronAction
-from regrama_lightning.callbacks.base import NeuronReset, ResidualPolicy
+from regrama_lightning.callbacks.base import NeuronReset
+from regrama_lightning.methods.arguments import refuse_unused
 from regrama_lightning.metrics import DormantRatio, GraMaRatio
 from regrama_lightning.reset import Touched, clear_optimizer_state, outgoing_mask
 from regrama_lightning.signals import Activation, ActivitySignal, OutputGradient, WeightGradient
@@ -139,9 +140,9 @@ class NeuronPruning(NeuronReset):
         tau: Threshold on the normalised score.
         reset_every_n_steps: Pruning period in steps of each layer's optimizer; ``None`` = only measure.
         score: ``"weight"`` (|W.grad|), ``"output"`` (GraMa Eq. 2) or ``"activation"`` (ReDo).
-        max_reset_fraction: Prune at most this fraction of a layer at once.
-        kwargs: The other arguments of :class:`~regrama_lightning.callbacks.NeuronReset` (``include``,
-            ``exclude``, ``residual``, ``log_every_n_steps``, ``step_attribute``, ``name``, ...).
+        **kwargs: The other arguments of :class:`~regrama_lightning.callbacks.NeuronReset` (``include``,
+            ``exclude``, ``consumers``, ``include_output_layers``, ``residual``, ``max_reset_fraction``,
+            ``log_every_n_steps``, ``log_per_layer``, ``seed``, ``eps``, ``step_attribute``, ``name``).
 
     Raises:
         ValueError: On an invalid argument.
@@ -153,32 +154,17 @@ class NeuronPruning(NeuronReset):
     prefix = "prune"
 
     def __init__(
-        self,
-        tau: float = 0.01,
-        reset_every_n_steps: int | None = 1000,
-        score: Score = "weight",
-        include: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        consumers: Mapping[str, Sequence[str]] | None = None,
-        include_output_layers: bool = False,
-        residual: ResidualPolicy = "measure",
-        max_reset_fraction: float | None = None,
-        log_every_n_steps: int | None = None,
-        log_per_layer: bool = True,
-        eps: float = 1e-9,
-        step_attribute: str | None = None,
-        name: str | None = None,
+        self, tau: float = 0.01, reset_every_n_steps: int | None = 1000, score: Score = "weight", **kwargs: Any
     ) -> None:
         if score not in _SIGNALS:
             raise ValueError(f"`score` must be one of {sorted(_SIGNALS)}, got {score!r}.")
+        kwargs = refuse_unused(
+            "NeuronPruning", kwargs, ("init_fn", "zero_outgoing", "reset_optimizer_state"),
+            "pruned neurons are zeroed, never re-drawn, and their optimizer state is always cleared",
+        )  # fmt: skip
         self.score = score
         self.metric_class = DormantRatio if score == "activation" else GraMaRatio
-        super().__init__(
-            tau=tau, reset_every_n_steps=reset_every_n_steps, include=include, exclude=exclude, consumers=consumers,
-            include_output_layers=include_output_layers, residual=residual, max_reset_fraction=max_reset_fraction,
-            log_every_n_steps=log_every_n_steps, log_per_layer=log_per_layer, eps=eps,
-            step_attribute=step_attribute, name=name,
-        )  # fmt: skip
+        super().__init__(tau=tau, reset_every_n_steps=reset_every_n_steps, **kwargs)
 
     def make_signal(self) -> ActivitySignal:
         """The chosen score's signal."""

@@ -16,15 +16,16 @@ approximately.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 from typing_extensions import override
 
 from regrama_lightning.actions import ActionContext, NeuronAction
-from regrama_lightning.callbacks.base import NeuronReset, ResidualPolicy
+from regrama_lightning.callbacks.base import NeuronReset
+from regrama_lightning.methods.arguments import refuse_unused
 from regrama_lightning.methods.outgoing import column_rows
 from regrama_lightning.metrics import DormantRatio
 from regrama_lightning.reset import Touched, clear_optimizer_state, outgoing_mask
@@ -179,14 +180,10 @@ class ReBorn(NeuronReset):
         beta: Over-active at a normalised score ``> beta`` (paper: 3).
         max_per_source: At most this many dormant neurons per over-active one (paper: 5).
         reset_every_n_steps: Steps between transfers; ``None`` = only measure.
-        include: See :class:`~regrama_lightning.callbacks.NeuronReset` for these arguments.
-        exclude: Layer name patterns to leave alone.
-        consumers: Readers of a layer given by hand.
-        residual: Policy for residual-stream writers.
-        log_every_n_steps: Measurement period for logging.
-        seed: Seed of the draws (``d``, ``alpha``, the pairing).
-        step_attribute: LightningModule attribute used as the x-axis of the logs.
-        name: Checkpoint key.
+        **kwargs: The other arguments of :class:`~regrama_lightning.callbacks.NeuronReset` (``include``,
+            ``exclude``, ``consumers``, ``include_output_layers``, ``residual``, ``max_reset_fraction``,
+            ``log_every_n_steps``, ``log_per_layer``, ``seed`` (of ``d``, ``alpha`` and the pairing), ``eps``,
+            ``step_attribute``, ``name``).
 
     Raises:
         ValueError: On an invalid argument.
@@ -205,25 +202,19 @@ class ReBorn(NeuronReset):
         beta: float = 3.0,
         max_per_source: int = 5,
         reset_every_n_steps: int | None = 1000,
-        include: Sequence[str] | None = None,
-        exclude: Sequence[str] | None = None,
-        consumers: Mapping[str, Sequence[str]] | None = None,
-        residual: ResidualPolicy = "measure",
-        log_every_n_steps: int | None = None,
-        seed: int | None = None,
-        step_attribute: str | None = None,
-        name: str | None = None,
+        **kwargs: Any,
     ) -> None:
         if not (isinstance(beta, (int, float)) and beta > max(tau, 0)):
             raise ValueError(f"`beta` must be a number above `tau` (paper: 3), got beta={beta!r}, tau={tau!r}.")
         if isinstance(max_per_source, bool) or not isinstance(max_per_source, int) or max_per_source < 1:
             raise ValueError(f"`max_per_source` must be a positive int (paper: 5), got {max_per_source!r}.")
-        self.beta, self.max_per_source = float(beta), max_per_source
-        super().__init__(
-            tau=tau, reset_every_n_steps=reset_every_n_steps, include=include, exclude=exclude, consumers=consumers,
-            residual=residual, log_every_n_steps=log_every_n_steps, seed=seed, step_attribute=step_attribute,
-            name=name,
+        kwargs = refuse_unused(
+            "ReBorn", kwargs, ("init_fn", "zero_outgoing", "reset_optimizer_state"),
+            "its neurons copy over-active ones (nothing is re-drawn or zeroed) and the optimizer state of the "
+            "changed entries is always cleared",
         )  # fmt: skip
+        self.beta, self.max_per_source = float(beta), max_per_source
+        super().__init__(tau=tau, reset_every_n_steps=reset_every_n_steps, **kwargs)
 
     def make_signal(self) -> ActivitySignal:
         """The activation after each layer."""
