@@ -86,6 +86,8 @@ def extra_callbacks(method: str, **shared: Any) -> list[pl.Callback]:
     return [EXTRAS[name](**shared) for name in METHODS[method].extras]
 
 
-def plasticity_metrics(every_n_steps: int, step_attribute: str | None = None, **_: Any) -> PlasticityMetrics:
+def plasticity_metrics(
+    every_n_steps: int, step_attribute: str | None = None, include: list[str] | None = None, **_: Any
+) -> PlasticityMetrics:
     """The plasticity metrics every benchmark run logs, whatever the method (``plasticity/<metric>[/<layer>]``)."""
-    return PlasticityMetrics(every_n_steps=every_n_steps, step_attribute=step_attribute)
+    return PlasticityMetrics(every_n_steps=every_n_steps, step_attribute=step_attribute, include=include)

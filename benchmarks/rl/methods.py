@@ -100,7 +100,7 @@ def method_callbacks(
     )
     # The toolkit's neuron methods with a reset schedule (ReBorn, pruning) follow the agent's updates too.
     extras = extra_callbacks(method, include=include, step_attribute="env_steps", seed=seed, reset_every=None)
-    extras += [plasticity_metrics(every_n_steps=1000, step_attribute="env_steps")]
+    extras += [plasticity_metrics(every_n_steps=1000, step_attribute="env_steps", include=include)]
     scheduled = [ResetEveryNUpdates(e, reset_every) for e in extras if isinstance(e, ReBorn | NeuronPruning)]
     resets = METHODS_INFO[method].resets
     if resets is None:
