@@ -176,3 +176,18 @@ def test_cbp_resume_restores_utility_age_and_carry(tmp_path):
         for key, value in vars(state).items():
             assert torch.equal(getattr(resumed.states[name], key), value.cpu()), (name, key)
     assert resumed.carry == first.carry and any(v > 0 for v in first.carry.values())
+
+
+def test_reborn_refuses_at_the_first_batch_a_layer_whose_readers_cannot_be_split():
+    class Sliced(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.head = nn.Linear(6, 8), nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.a(x))[:, :4])  # neurons 4-7 are read by nothing
+
+    with pytest.raises(ValueError, match=r"cannot split the outgoing weights of layers \['net.a'\]"):
+        trainer([ReBorn(reset_every_n_steps=2)], max_steps=2).fit(Classifier(Sliced()), loader())
+    with pytest.raises(ValueError, match="residual='reset'"):
+        ReBorn(residual="reset")

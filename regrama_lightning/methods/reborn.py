@@ -7,7 +7,8 @@ over-active at ``> beta``. Each dormant neuron takes a randomly chosen over-acti
 LeakyReLU); ``o``'s outgoing weights are split between ``o`` and its new neurons with shares ``alpha`` (a
 softmax of normal draws), the new neurons' columns divided by ``d``. The readers then see
 ``sum alpha * w_out[:, o] * h_o = w_out[:, o] * h_o``: the function is unchanged where the dormant neurons were
-silent. A layer with its own per-feature norm (BatchNorm) gives the new neuron ``o``'s norm entries, its running
+silent. Layers whose readers do not read every neuron through the same number of columns are refused at the
+first trace. A layer with its own per-feature norm (BatchNorm) gives the new neuron ``o``'s norm entries, its running
 statistics scaled by ``d`` and ``d^2``: the norm undoes the scale (up to its ``eps``), so the new columns are not
 divided by ``d``.
 A LayerNorm across the features changes the other features' statistics: there the function is kept only
@@ -16,6 +17,7 @@ approximately.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,20 +92,39 @@ def plan_transfer(
     return Transfer(source, reborn, scale, share)
 
 
+def splittable(consumer: Consumer, size: int) -> bool:
+    """Whether a reader reads every neuron through the same number of columns (ReBorn can split its weights)."""
+    counts = torch.bincount(consumer.neurons.cpu(), minlength=size)
+    return bool((counts == counts.max()).all()) and int(counts.max()) > 0
+
+
 def _column_sources(consumer: Consumer, source: Tensor) -> Tensor:
     """For each input column of the reader, the column that reads the same position of the source neuron."""
     columns, neurons = consumer.columns.to(source.device), consumer.neurons.to(source.device)
     order = (neurons * consumer.width + columns).argsort()
-    per_neuron = torch.bincount(neurons, minlength=source.numel())
-    if bool((per_neuron != per_neuron.max()).any()):  # a reader that reads only some neurons (a host sync)
-        raise ValueError(
-            f"ReBorn cannot split outgoing weights of reader {consumer.name!r}: it does not read every neuron "
-            "through the same number of columns. Leave the layer out with `exclude=[...]`."
-        )
-    table = columns[order].view(source.numel(), -1)  # neuron -> its columns, in order
+    table = columns[order].view(source.numel(), -1)  # neuron -> its columns, in order (see `splittable`)
     sources = torch.arange(consumer.width, device=source.device)
     sources[table.flatten()] = table.index_select(0, source).flatten()
     return sources
+
+
+class ReBornActivation(Activation):
+    """ReDo's activation signal, refusing at the first trace the layers whose outgoing weights cannot be split."""
+
+    @override
+    def check(self, layers: Mapping[str, NeuronLayer]) -> None:
+        super().check(layers)
+        bad = {
+            n: [c.name for c in layer.consumers if not splittable(c, layer.size)]
+            for n, layer in layers.items()
+            if not layer.writes_residual  # measured only: never acted on
+        }
+        bad = {n: readers for n, readers in bad.items() if readers}
+        if bad:
+            raise ValueError(
+                f"ReBorn cannot split the outgoing weights of layers {sorted(bad)}: their readers {bad} do not read "
+                "every neuron through the same number of columns. Leave the layers out with `exclude=[...]`."
+            )
 
 
 @torch.no_grad()
@@ -208,6 +229,11 @@ class ReBorn(NeuronReset):
             raise ValueError(f"`beta` must be a number above `tau` (paper: 3), got beta={beta!r}, tau={tau!r}.")
         if isinstance(max_per_source, bool) or not isinstance(max_per_source, int) or max_per_source < 1:
             raise ValueError(f"`max_per_source` must be a positive int (paper: 5), got {max_per_source!r}.")
+        if kwargs.get("residual") == "reset":
+            raise ValueError(
+                "ReBorn does not take residual='reset': a residual-stream writer's outgoing columns are shared, so "
+                "they cannot be split; use residual='measure' (the default) or 'exclude'."
+            )
         kwargs = refuse_unused(
             "ReBorn", kwargs, ("init_fn", "zero_outgoing", "reset_optimizer_state"),
             "its neurons copy over-active ones (nothing is re-drawn or zeroed) and the optimizer state of the "
@@ -217,8 +243,8 @@ class ReBorn(NeuronReset):
         super().__init__(tau=tau, reset_every_n_steps=reset_every_n_steps, **kwargs)
 
     def make_signal(self) -> ActivitySignal:
-        """The activation after each layer."""
-        return Activation()
+        """The activation after each layer (layers whose readers cannot be split are refused)."""
+        return ReBornActivation()
 
     def make_action(self) -> NeuronAction:
         """The transfer from over-active to dormant neurons."""
