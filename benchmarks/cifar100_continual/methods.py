@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import lightning.pytorch as pl
 
-from regrama_lightning import NeuronReset, ReDo, ReGraMa
+from regrama_lightning import NeuronPruning, NeuronReset, ReBorn, ReDo, ReGraMa
 
 from ..harness.methods import METHODS as METHOD_INFO
-from ..harness.monitors import extra_callbacks, method_monitors
+from ..harness.monitors import extra_callbacks, method_monitors, plasticity_metrics
 from .config import METHODS
 from .schedule import ClassSchedule
 
@@ -145,7 +145,7 @@ def make_method(
     Example:
         >>> m = make_method("regrama", ClassSchedule(5, 1, 15))
         >>> [type(c).__name__ for c in m.callbacks]
-        ['ResetAtClassAdditions', 'ReGraMa', 'ReDo']
+        ['ResetAtClassAdditions', 'ReGraMa', 'ReDo', 'PlasticityMetrics']
     """
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}; choose one of {list(METHODS)}.")
@@ -157,5 +157,10 @@ def make_method(
         callbacks.insert(0, ResetAtClassAdditions(schedule, [grama if resets == "grama" else dormant]))
     if name == "fresh":
         callbacks.insert(0, FreshStart(schedule))
-    callbacks += extra_callbacks(name, seed=seed)
+    extras = extra_callbacks(name, seed=seed, reset_every=period)
+    # The toolkit's neuron methods with a reset schedule (ReBorn, pruning) act at the class additions too.
+    scheduled = [e for e in extras if isinstance(e, ReBorn | NeuronPruning)]
+    if scheduled and period is None:
+        callbacks.insert(0, ResetAtClassAdditions(schedule, scheduled))
+    callbacks += [*extras, plasticity_metrics(every_n_steps=log_every_n_steps)]
     return Method(name, grama, dormant, callbacks)
