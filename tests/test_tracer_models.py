@@ -139,6 +139,7 @@ def test_gru_encoder_with_a_linear_head():
     layers = trace_topology(net, lambda: net(torch.randn(2, 5, 6)))
     assert sorted(layers) == ["head", "inp"]
     # The GRU's input weights read `inp`: a reader the tracer cannot map to columns, recorded for the callback.
-    assert ("gru.weight_ih_l0", "gru") in layers["inp"].unmapped_readers and not layers["inp"].consumers
+    # The head reads the GRU's state, computed by those weights: not a reader of `inp`.
+    assert layers["inp"].unmapped_readers == {("gru.weight_ih_l0", "gru")} and not layers["inp"].consumers
     assert layers["inp"].activation_name == "relu" and layers["inp"].activation.error is None
     assert layers["head"].is_output and not layers["head"].unmapped_readers

@@ -126,6 +126,48 @@ def test_a_gate_of_two_chunks_is_a_shared_reader():
     assert layers["a"].activation_name == "relu+sigmoid"
 
 
+class GaussianPolicy(nn.Module):
+    """One head gives a mean and a squashed log-std; two calls take them on through different ops."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.head = nn.Linear(3, 8), nn.Linear(8, 4)
+
+    def policy(self, x):
+        mean, pre = self.head(F.relu(self.a(x))).chunk(2, -1)
+        return mean, 2.0 * torch.tanh(pre)
+
+    def forward(self, x):
+        mean, log_std = self.policy(x)
+        action = mean + log_std.exp() * torch.randn_like(mean)  # a sample: data joins in
+        mean_c, log_std_c = self.policy(x)
+        kl = (log_std_c + 0.5).exp() * torch.randn_like(mean_c) + (mean - mean_c).square()  # other ops on the call
+        _ = torch.tanh(self.policy(x)[0])  # an evaluation call: only the mean, returned
+        return action.sum() + kl.sum()
+
+    def by_hand(self, x):
+        mean, pre = self.head(F.relu(self.a(x))).chunk(2, -1)
+        return torch.cat([mean.abs().mean(0), (2.0 * torch.tanh(pre)).abs().mean(0)])
+
+
+def test_calls_taking_a_head_on_through_different_ops_measure_where_they_agree():
+    torch.manual_seed(0)
+    net = GaussianPolicy()
+    x = torch.randn(16, 3)
+    layers, _, _ = traced_and_probed(net, x)
+    # The mean where the calls part (raw), the log-std after its squash: what every call computes.
+    assert layers["head"].activation.error is None and layers["head"].activation_name == "tanh+mul"
+    calls = []
+    with ActivationProbe(layers, lambda n, out, sums, count: calls.append((n, sums, count))):
+        net(x)
+    assert [n for n, _, _ in calls].count("head") == 3  # each call reaches the measured values
+    with torch.no_grad():
+        want = net.by_hand(x)
+    for name, sums, count in calls:
+        if name == "head":
+            assert_measures((sums, count), want)
+
+
 # -- A slice of a parameter is still the model's own --------------------------------------------------------
 class SlicedPositions(nn.Module):
     def __init__(self):

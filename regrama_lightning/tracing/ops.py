@@ -247,6 +247,9 @@ WEIGHT_OPS = {
     "conv_transpose3d": (0, False),
 }
 MATMULS = frozenset({"matmul", "__matmul__", "mm"})
+# nn.GRU / nn.LSTM / nn.RNN: their weights read the input (a reader the tracer cannot map to columns), and their
+# outputs are computed from those products alone, so no input value flows on to the output's readers.
+RECURRENT = frozenset({"gru", "lstm", "rnn_tanh", "rnn_relu"})
 ATTENTION = "multi_head_attention_forward"
 # Layout ops whose arguments say which part of the input they keep: two of them on one value are two nodes.
 _SELECTING = frozenset({"__getitem__", "narrow", "select", "index_select"})

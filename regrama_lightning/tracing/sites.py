@@ -54,6 +54,14 @@ class LayerCall:
         self.post_of.append(index if changes or not single else self.post_of[parents[0]])
         return index
 
+    def common_prefix(self, other: LayerCall) -> LayerCall:
+        """A fresh call made of the nodes this call and ``other`` share, in order (none of its ends yet)."""
+        k = next((i for i, (a, b) in enumerate(zip(self.specs, other.specs, strict=False)) if a != b), None)
+        k = min(len(self.specs), len(other.specs)) if k is None else k
+        return LayerCall(
+            self.layer, self.output, self.size, self.specs[:k], self.values[:k], self.value_op[:k], self.post_of[:k]
+        )
+
     def end_at(self, index: int, rel: Tensor) -> None:
         """Measure the neurons node ``index``'s value holds that no earlier end measures.
 
@@ -178,6 +186,8 @@ class ActivationFollower:
         self._on_activation = on_activation
         self._nodes: dict[int, tuple[LayerCall, int]] = {}  # id(tensor) -> (layer call, node index)
         self._calls: list[LayerCall] = []
+        self._unread: set[str] = set()  # layers whose activation comes from a value no weight or op took
+        self._defining: dict[str, LayerCall] = {}  # per layer, the call its activation comes from
 
     def start(self, layer: NeuronLayer, output: Tensor) -> None:
         """A new call of ``layer`` returned ``output``."""
@@ -231,38 +241,51 @@ class ActivationFollower:
         """Weights or a mixing op took these values: the calls they belong to end there (for their neurons)."""
         for t in tensors:
             hit = self._nodes.get(id(t))
-            if hit is not None:
-                self._end(*hit)
+            if hit is not None and self._end(*hit):
+                self._record(hit[0], read=True)
 
     def finish_all(self) -> None:
         """End every call still followed (values returned, fed to the loss or looked at) at its latest nodes."""
         for call in self._calls:
-            for index in range(len(call.specs) - 1, -1, -1):
-                if call.done:
-                    break
-                self._end(call, index, read=False)
+            if self._close(call):
+                self._record(call, read=False)
         self._nodes.clear()
         self._calls.clear()
+        self._defining.clear()
 
-    def _end(self, call: LayerCall, index: int, read: bool = True) -> None:
+    def _close(self, call: LayerCall) -> bool:
+        """End a call at its latest nodes, for the neurons no earlier end measures; whether this completed it."""
+        completed = False
+        for index in range(len(call.specs) - 1, -1, -1):
+            completed = completed or self._end(call, index)
+        return completed
+
+    def _end(self, call: LayerCall, index: int) -> bool:
+        """End a call at node ``index`` for the neurons it holds; whether this completed the call."""
         if call.done:
-            return
+            return False
         value = call.values[call.post_of[index]]
         ids = self._ids[id(value)][1]
         start = self._offsets[call.layer]
         inside = (ids >= start) & (ids < start + call.size)
         rel = torch.where(inside, ids - start, torch.where(ids == NO_NEURON, NO_NEURON, -2)).to(ID_DTYPE)
         call.end_at(index, rel)
-        if call.done:
-            self._record(call, read)
+        return call.done
 
     def _record(self, call: LayerCall, read: bool) -> None:
         site = call.site()
-        layer = self._layers[call.layer]
-        if layer.activation is None:  # the first call of a layer defines its activation
-            layer.activation = site
-        elif read and not layer.activation.same_path(site):
-            layer.activation = layer.activation.with_error("its calls are followed by different ops")
+        name = call.layer
+        layer = self._layers[name]
+        # The first call of a layer defines its activation; a call whose value a weight or another op took
+        # overrides one whose value was only returned (e.g. an evaluation call that uses half the outputs).
+        if layer.activation is None or (read and name in self._unread):
+            layer.activation, self._defining[name] = site, call
+            (self._unread.discard if read else self._unread.add)(name)
+        elif read and not layer.activation.same_path(site) and name in self._defining:
+            # Two calls took different ops on (e.g. a policy's sample and its KL term): measure where they agree.
+            common = self._defining[name].common_prefix(call)
+            self._close(common)
+            layer.activation, self._defining[name] = common.site(), common
         if self._on_activation is not None and site.error is None:
             values = [call.values[end[0]] for end in call.ends]
-            self._on_activation(call.layer, call.output, *site.reduce(*values))
+            self._on_activation(name, call.output, *site.reduce(*values))

@@ -27,6 +27,7 @@ from regrama_lightning.tracing.layers import ID_DTYPE, MIXED, NO_NEURON, NeuronL
 from regrama_lightning.tracing.ops import (
     ATTENTION,
     MATMULS,
+    RECURRENT,
     WEIGHT_OPS,
     OpCall,
     TracingError,
@@ -312,6 +313,8 @@ class TopologyTracer(TorchFunctionMode):
         if params:  # an op with weights of its own (a GRU, a bilinear form): its reading weights are unknown
             self._mark_unmapped(mapped + tainted, self._params[id(params[0])][0], name)
             self._follower.finish_inputs(mapped)
+            if name in RECURRENT:  # its inputs reach its outputs only through its weights, as a Linear's do
+                return
         self._mark_tainted(out, mapped + tainted, name)
 
     def _read(
