@@ -578,6 +578,17 @@ def test_command_line_runs_a_grid_and_plots_it(cifar, tmp_path, capsys):
         plot_results(tmp_path / "empty")
 
 
+def test_a_measuring_period_longer_than_an_epoch_still_measures_every_epoch(cifar, tmp_path, capsys):
+    root, _ = cifar
+    out = tmp_path / "results"
+    args = ["run", "--data-dir", str(root), "--no-verify-integrity", "--out", str(out), "--accelerator", "cpu"]
+    tiny = [a if a != "1" else "50" for a in TINY_ARGS]  # --log-every 50; the first epochs: 2 x 16 images / 8
+    cli.main([*args, *tiny, "--methods", "vanilla"])
+    assert "measuring the ratios every 4 steps, not every 50 (--log-every)" in capsys.readouterr().out
+    rows = read_csv(out / "vanilla" / "seed0" / "metrics.csv")
+    assert len(rows) == 6 and all(math.isfinite(float(r["grama_ratio"])) for r in rows)
+
+
 def test_estimate_only_counts_the_whole_schedule(cifar, tmp_path, capsys):
     root, _ = cifar
     args = ["run", "--data-dir", str(root), "--no-verify-integrity", "--out", str(tmp_path / "o"), "--estimate-only"]

@@ -146,3 +146,19 @@ def test_make_demo_writes_only_where_git_ignores(tmp_path):
         pytest.skip("not a git checkout")
     done = subprocess.run(["git", "check-ignore", *map(str, written)], cwd=root, capture_output=True, text=True)
     assert done.stdout.split() == [str(p) for p in written]  # every path is ignored
+
+
+def test_the_plot_takes_the_environment_id_as_typed(tmp_path, capsys):
+    from benchmarks.rl import plot
+
+    for agent, method, seed in (("sac", "vanilla", 0), ("sac", "regrama", 0), ("bro", "regrama", 0)):
+        folder = tmp_path / "dmc_cheetah-run" / agent / method / f"seed{seed}"
+        runs.begin(folder, {"agent": agent, "method": method, "seed": seed})
+        rows = ["step,eval/return,grama/ratio,dormant/ratio", "1000,10.5,0.1,0.2", "2000,20.5,0.05,0.3"]
+        (folder / "metrics.csv").write_text("\n".join(rows) + "\n")
+        runs.finish(folder, {})
+    png = plot.main([str(tmp_path / "dmc:cheetah-run")])  # as passed to --env; the folder says dmc_cheetah-run
+    assert png == tmp_path / "dmc_cheetah-run" / "curves.png" and png.stat().st_size > 10_000
+    with pytest.raises(SystemExit) as missing:
+        plot.main([str(tmp_path / "dmc:walker-run")])
+    assert missing.value.code == 2 and "run `python -m benchmarks.rl --out ...` first" in capsys.readouterr().err

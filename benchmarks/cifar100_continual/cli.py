@@ -15,7 +15,9 @@ interrupted one (Ctrl-C) continues from its last checkpoint with --resume, exact
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..harness.cli import (
     HelpFormatter,
@@ -29,6 +31,9 @@ from ..harness.cli import (
 )
 from ..harness.runs import check_out
 from .config import METHODS, PRESETS, RunConfig
+
+if TYPE_CHECKING:
+    from .data import CIFAR100Continual
 
 PROG = command(__package__)
 
@@ -100,6 +105,20 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     plot.add_argument("--include-incomplete", action="store_true",
                       help="also draw runs that have not finished (labelled as such)")  # fmt: skip
     return p, {"run": run, "plot": plot}
+
+
+def measured_every_epoch(cfg: RunConfig, dm: CIFAR100Continual) -> RunConfig:
+    """``cfg`` with a measuring period no longer than the shortest epoch, so that every epoch has its ratios.
+
+    The first epochs (fewest classes) are the shortest; a ``log_every`` above their step count would leave their
+    ``grama_ratio`` and ``dormant_ratio`` empty. The period is then lowered to that count, and the run says so.
+    """
+    first = math.ceil(dm.size("train", dm.schedule.classes_at(0)) / dm.batch_size)
+    if cfg.log_every <= first:
+        return cfg
+    print(f"measuring the ratios every {first} steps, not every {cfg.log_every} (--log-every): the first epochs "
+          f"have only {first} training steps, and every epoch gets a measured value")  # fmt: skip
+    return cfg.override(log_every=first)
 
 
 def preset_values(flag: str) -> str:
@@ -183,12 +202,15 @@ def main(argv: list[str] | None = None) -> None:
         control = runs.RunControl(args.resume, args.overwrite, args.checkpoint_every)
         grid = [(m, s) for m in args.methods for s in args.seeds]
         folders = {(m, s): out / m / f"seed{s}" for m, s in grid}
-        plans = {k: runs.decide(folders[k], runner.run_settings(cfg, *k, args.precision), control) for k in grid}
+        for k in grid:  # a folder that holds another run is refused before the data is loaded
+            runs.decide(folders[k], runner.run_settings(cfg, *k, args.precision), control)
         prepare(args.threads or torch.get_num_threads())
         source = load_cifar100(args.data_dir, args.download, args.verify_integrity)
         device = pl.Trainer(accelerator=args.accelerator, devices=1, logger=False).strategy.root_device
         dm = cfg.datamodule("", args.seeds[0], source=source)
         dm.build(device)  # checks that the data fits the settings (classes, images per class)
+        cfg = measured_every_epoch(cfg, dm)
+        plans = {k: runs.decide(folders[k], runner.run_settings(cfg, *k, args.precision), control) for k in grid}
     schedule = dm.schedule
     print(
         f"Class-incremental CIFAR-100 ({args.preset} preset): {cfg.model} "

@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        path = plot(args.folder, args.out or args.folder / "curves.png", args.include_incomplete)
+        folder = run_folder(args.folder)
+        path = plot(folder, args.out or folder / "curves.png", args.include_incomplete)
     except FileNotFoundError as error:
         parser.error(str(error))
     print(f"wrote {path}")
