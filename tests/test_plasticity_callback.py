@@ -76,3 +76,8 @@ def test_non_finite_features_log_nan_and_training_goes_on():
         callback.last_metrics["plasticity/effective_rank/net.0"]
         != callback.last_metrics["plasticity/effective_rank/net.0"]
     )  # NaN
+
+
+def test_a_missing_step_attribute_is_refused_at_setup():
+    with pytest.raises(ValueError, match="step_attribute='env_steps'"):
+        trainer([PlasticityMetrics(step_attribute="env_steps")], max_steps=1).fit(Classifier(mlp()), loader())

@@ -117,9 +117,15 @@ class PlasticityMetrics(pl.Callback):
         return self._generate_state_key(every_n_steps=self.every_n_steps, metrics=self.metrics, delta=self.delta)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Choose the layers."""
-        if stage == "fit":
-            self._discovery.select(pl_module, self.include, self.exclude)
+        """Choose the layers; check ``step_attribute``."""
+        if stage != "fit":
+            return
+        self._discovery.select(pl_module, self.include, self.exclude)
+        if self.step_attribute is not None and not isinstance(getattr(pl_module, self.step_attribute, None), int):
+            raise ValueError(
+                f"`step_attribute={self.step_attribute!r}`: {type(pl_module).__name__} has no int attribute of that "
+                "name to log against; add it or use step_attribute=None for the Trainer's step."
+            )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Copy the parameters at fit start (or take the checkpoint's), trace the first batches."""
@@ -160,7 +166,12 @@ class PlasticityMetrics(pl.Callback):
         logs = self._feature_logs(values) | self._parameter_logs(pl_module)
         numbers = torch.stack([v.float().to(pl_module.device) for v in logs.values()]).tolist()
         logged = dict(zip(logs, numbers, strict=True))
-        step = getattr(pl_module, self.step_attribute) if self.step_attribute else trainer.global_step
+        # The x-axis of self.log (and of the other callbacks): batches that stepped, or the given attribute.
+        step = (
+            getattr(pl_module, self.step_attribute)
+            if self.step_attribute
+            else trainer.fit_loop.epoch_loop._batches_that_stepped
+        )
         for logger in trainer.loggers:
             logger.log_metrics(logged, step=step)
         self.last_metrics.update(logged)
