@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from regrama_lightning.metrics import NeuronActivityRatio
-from regrama_lightning.scores import weight_grad_magnitude_sums
 
 
 class MeasurementBuffer:
@@ -39,10 +37,6 @@ class MeasurementBuffer:
         self.rows = metric.total.new_zeros(capacity, metric.width)
         self._views = list(self.rows.unbind(0))  # made once: indexing a row is itself a tensor op
         self.steps: list[int] = []
-        self._weights: list[nn.Parameter] = []
-        self._positions: list[int] = []
-        self._fan_in: dict[str, int] = {}
-        self._all_counts: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -72,51 +66,21 @@ class MeasurementBuffer:
         Raises:
             RuntimeError: If the buffer is full.
         """
-        self.metric.pack(sums, counts, out=self._next_row())
+        self.metric.pack(sums, counts, out=self.next_row())
 
     def commit(self, step: int = -1) -> None:
         """Keep the row written last as a measurement with logging step ``step`` (``-1``: see :meth:`stamp`)."""
         self.steps.append(step)
 
-    def _next_row(self) -> Tensor:
+    def next_row(self) -> Tensor:
+        """The row the next write goes to (a signal may pack into it directly, then :meth:`commit`).
+
+        Raises:
+            RuntimeError: If the buffer is full.
+        """
         if self.full:
             raise RuntimeError(f"The buffer holds {len(self._views)} unread rows: call take() before recording.")
         return self._views[len(self.steps)]
-
-    def watch_weights(self, layers: Mapping[str, nn.Module]) -> None:
-        """Prepare :meth:`record_weight_grads` for these layers (the ones measured now)."""
-        self._weights = [m.weight for m in layers.values()]
-        self._positions = [self.metric.layer_names.index(n) for n in layers]
-        self._fan_in = {n: m.weight[0].numel() for n, m in layers.items()}
-        self._all_counts = self.metric.count_part(self._fan_in)
-
-    def write_weight_grads(self) -> None:
-        """Write ``|W.grad|`` row sums of the watched layers into the next row (see :meth:`write`).
-
-        A layer without a gradient counts as unmeasured.
-
-        Raises:
-            RuntimeError: If the buffer is full.
-        """
-        grads = [p.grad for p in self._weights]
-        present = [i for i, g in enumerate(grads) if g is not None]
-        counts = self._all_counts
-        if len(present) < len(grads):
-            names = list(self._fan_in)
-            counts = self.metric.count_part({names[i]: self._fan_in[names[i]] for i in present})
-        parts = list(self.metric.zero_parts())
-        for i, total in zip(present, weight_grad_magnitude_sums([grads[i] for i in present]), strict=True):
-            parts[self._positions[i]] = total
-        torch.cat([*parts, counts], out=self._next_row())
-
-    def record_weight_grads(self, step: int = -1) -> None:
-        """Record ``|W.grad|`` row sums of the watched layers as a measurement (write and commit).
-
-        Raises:
-            RuntimeError: If the buffer is full.
-        """
-        self.write_weight_grads()
-        self.commit(step)
 
     def stamp(self, step: int) -> None:
         """Give the rows recorded without a step (in this batch) their logging step."""

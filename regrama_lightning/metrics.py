@@ -187,6 +187,16 @@ class NeuronActivityRatio(Metric):
         scores = mean / (layer_mean + self.eps).index_select(0, self._segment)
         return dict(zip(self.layer_names, scores.split(self._lengths), strict=True))
 
+    def means(self, state: Tensor | None = None) -> dict[str, Tensor]:
+        """Raw per-neuron mean magnitudes (``sum / count``, not normalised) by layer; NaN for layers with no data.
+
+        For methods that keep their own statistic of a measurement (e.g. a running utility), not the ratio.
+        """
+        sums, counts, _ = self._split(state)
+        return dict(
+            zip(self.layer_names, (sums / counts.index_select(-1, self._segment)).split(self._lengths, -1), strict=True)
+        )
+
     def compute_scores(self) -> dict[str, Tensor]:
         """Normalised per-neuron scores by layer, synced across processes; NaN for layers with no data."""
         state = self.synced_state()

@@ -112,7 +112,7 @@ def grama_scores(
         >>> sorted(grama_scores(net))
         ['0', '2']
     """
-    from regrama_lightning.topology import neuron_layers
+    from regrama_lightning.tracing.selection import neuron_layers
 
     layers = neuron_layers(model) if layers is None else layers
     return {name: normalize(weight_grad_magnitude(m), eps) for name, m in layers.items() if m.weight.grad is not None}

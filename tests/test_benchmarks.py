@@ -2,10 +2,14 @@
 
 import csv
 import json
+import re
+from pathlib import Path
 
 import pytest
 
-from benchmarks import overhead, overhead_timing, random_labels
+from benchmarks.overhead import cli as overhead
+from benchmarks.overhead import timing as overhead_timing
+from benchmarks.random_labels import cli as random_labels
 
 TINY = ["--phases", "3", "--epochs-per-phase", "2", "--samples", "96", "--width", "16", "--batch-size", "32"]
 
@@ -45,3 +49,14 @@ def test_overhead_gate_runs_the_callback_on_every_other_step_only(tmp_path):
 def test_overhead_rejects_bad_arguments():
     with pytest.raises(SystemExit):
         overhead.parse_args(["--pairs", "1"])
+
+
+def test_benchmarks_import_each_other_relatively_so_that_they_run_under_their_installed_name():
+    # Installed as regrama_benchmarks (setup.py), run as benchmarks from the repository root: an absolute
+    # `benchmarks.` import would load a second copy of the package, or fail outside the checkout.
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    absolute = re.compile(r"^\s*(from|import)\s+benchmarks\b", re.M)
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py") if absolute.search(p.read_text())]
+    assert not offenders
+    packages = {p.parent.name for p in root.glob("*/__init__.py")}
+    assert {"harness", "rl", "cifar100_continual", "random_labels", "overhead"} <= packages

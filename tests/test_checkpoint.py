@@ -145,8 +145,8 @@ def test_callback_state_round_trips_through_a_weights_only_checkpoint(tmp_path, 
     ckpt = torch.load(path, weights_only=True)  # only tensors and primitives in the whole checkpoint
     saved = ckpt["callbacks"][callback.state_key]
     # 7 optimizer steps; resets at steps 3 and 6 (one optimizer -> one reset each).
-    assert saved == {"steps": [7], "seed": 11, "resets": 2, "requested": []}
-    assert all(type(v) in (int, float, str, bool, list) for v in saved.values())
+    assert saved == {"steps": [7], "seed": 11, "resets": 2, "requested": [], "action": {}}
+    assert all(type(v) in (int, float, str, bool, list, dict) for v in saved.values())
 
     fresh = CALLBACKS[kind](None)
     fresh.load_state_dict(saved)

@@ -1,9 +1,14 @@
 """The callbacks' type hints are precise enough for LightningCLI (jsonargparse)."""
 
-import pytest
-from jsonargparse import ArgumentParser
+import inspect
 
-from regrama_lightning import ReDo, ReGraMa, orthogonal_init
+import lightning.pytorch as pl
+import pytest
+import torch
+from jsonargparse import ArgumentParser
+from lightning.pytorch.cli import LightningCLI
+
+from regrama_lightning import NeuronReset, ReDo, ReGraMa, orthogonal_init
 
 
 def test_regrama_from_command_line():
@@ -33,3 +38,32 @@ def test_bad_values_are_rejected_by_the_parser(arg):
     parser.add_class_arguments(ReDo, "redo")
     with pytest.raises(Exception, match="redo"):
         parser.parse_args([arg])
+
+
+class TinyModule(pl.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+
+
+@pytest.mark.parametrize("callback", ["ReGraMa", "ReDo"])
+def test_lightning_cli_shows_and_checks_every_argument_of_the_subclasses(callback, capsys):
+    inherited = inspect.signature(NeuronReset.__init__).parameters
+    with pytest.raises(SystemExit):
+        LightningCLI(TinyModule, run=False, args=["--trainer.callbacks.help", f"regrama_lightning.{callback}"])
+    shown = capsys.readouterr().out
+    for name in inherited:
+        if name != "self":
+            assert f"--trainer.callbacks.{name} " in shown, name
+    args = [
+        f"--trainer.callbacks+=regrama_lightning.{callback}",
+        "--trainer.callbacks.residual=reset",
+        "--trainer.callbacks.max_reset_fraction=0.1",
+        "--trainer.callbacks.name=mine",
+    ]
+    cli = LightningCLI(TinyModule, run=False, args=args)
+    made = cli.trainer.callbacks[[type(c).__name__ for c in cli.trainer.callbacks].index(callback)]
+    assert (made.residual, made.max_reset_fraction, made.state_key) == ("reset", 0.1, f"{callback}[name=mine]")
+    with pytest.raises(SystemExit):
+        LightningCLI(TinyModule, run=False, args=[*args[:1], "--trainer.callbacks.residual=skip"])
+    assert "residual" in capsys.readouterr().err

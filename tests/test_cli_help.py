@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from benchmarks.cli import flags_without_help
+from benchmarks.harness.cli import flags_without_help
 
 CLIS = [
     "benchmarks.rl",
@@ -24,14 +24,14 @@ CLIS = [
     "benchmarks.overhead",
 ]
 PARSE = {  # the function of each command line that parses (and, for --help, prints and exits)
-    "benchmarks.rl": ("benchmarks.rl.__main__", "parse"),
+    "benchmarks.rl": ("benchmarks.rl.cli", "parse"),
     "benchmarks.rl.demo": ("benchmarks.rl.demo", "main"),
     "benchmarks.rl.plot": ("benchmarks.rl.plot", "main"),
     "benchmarks.rl.perf": ("benchmarks.rl.perf", "main"),
     "benchmarks.cifar100_continual": ("benchmarks.cifar100_continual.cli", "main"),
     "benchmarks.cifar100_continual.perf": ("benchmarks.cifar100_continual.perf", "parse_args"),
-    "benchmarks.random_labels": ("benchmarks.random_labels", "parse_args"),
-    "benchmarks.overhead": ("benchmarks.overhead", "parse_args"),
+    "benchmarks.random_labels": ("benchmarks.random_labels.cli", "parse_args"),
+    "benchmarks.overhead": ("benchmarks.overhead.cli", "parse_args"),
 }
 
 
@@ -68,9 +68,14 @@ def test_every_flag_has_a_help_text_and_shows_its_default(cli):
     for p in [parser, *(s for a in subcommands for s in a.choices.values())]:
         text = p.format_help()
         for action in p._actions:
-            if action.option_strings and action.default is not argparse.SUPPRESS and action.help:
-                assert "(default:" in p._get_formatter()._format_action(action), (cli, action.option_strings)
-        assert "usage:" in text
+            if not action.option_strings or action.default is argparse.SUPPRESS or not action.help:
+                continue
+            shown = p._get_formatter()._format_action(action)
+            # A default that says nothing is left out: None (the help says what happens) and an off switch.
+            says_nothing = action.default is None or (action.nargs == 0 and action.default is False)
+            assert says_nothing or "(default:" in shown, (cli, action.option_strings, shown)
+            assert "(default: None)" not in shown and shown.count("(default:") <= 1, shown
+        assert "usage:" in text and "``" not in text and ":class:" not in text  # no raw markup
 
 
 @pytest.mark.parametrize("cli", [*CLIS, "benchmarks.cifar100_continual run", "benchmarks.cifar100_continual plot"])
@@ -90,7 +95,7 @@ def test_help_prints_without_importing_torch(cli):
 
 
 def test_rl_command_line_defaults_and_choices_are_those_of_the_code():
-    from benchmarks.rl import __main__ as cli
+    from benchmarks.rl import cli
     from benchmarks.rl.agent_args import agent_defaults, describe
     from benchmarks.rl.agent_options import options
     from benchmarks.rl.methods import METHODS
@@ -110,7 +115,8 @@ def test_rl_command_line_defaults_and_choices_are_those_of_the_code():
 
 
 def test_overhead_choices_are_those_of_the_code():
-    from benchmarks import overhead, overhead_timing
+    from benchmarks.overhead import cli as overhead
+    from benchmarks.overhead import timing as overhead_timing
 
     assert overhead.CLOCKS == overhead_timing.CLOCKS
     assert tuple(overhead_timing.MODELS) == overhead.MODELS and tuple(overhead_timing.CONFIGS) == overhead.CONFIGS
@@ -136,7 +142,7 @@ def one_line_error(capsys, main, argv):
     ],
 )
 def test_rl_argument_errors_are_one_line_usage_errors(capsys, tmp_path, argv, message):
-    from benchmarks.rl import __main__ as cli
+    from benchmarks.rl import cli
 
     line = one_line_error(capsys, cli.main, [*argv, "--out", str(tmp_path)])
     assert line.startswith("python -m benchmarks.rl: error: ") and message in line
@@ -147,7 +153,7 @@ def test_rl_argument_errors_are_one_line_usage_errors(capsys, tmp_path, argv, me
     [
         (["--reset-every", "0"], "argument --reset-every: must be a positive integer, got '0'"),
         (["--grama-tau", "-1"], "argument --grama-tau: must be a number >= 0, got '-1'"),
-        (["--initial-classes", "200"], "initial_classes"),
+        (["--initial-classes", "200"], "--initial-classes 200 exceeds --max-classes 100"),
     ],
 )
 def test_cifar_argument_errors_are_one_line_usage_errors(capsys, tmp_path, argv, message):

@@ -94,8 +94,8 @@ class UnsyncedReDo(ReDo):
 
     def on_fit_start(self, trainer, pl_module):
         super().on_fit_start(trainer, pl_module)
-        for metric in self._metrics:
-            metric.sync_on_compute = False
+        for track in self._tracks:
+            track.metric.sync_on_compute = False
 
 
 def make_callback(kind: str) -> pl.Callback:

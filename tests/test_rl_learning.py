@@ -6,6 +6,7 @@ import lightning.pytorch as pl
 import pytest
 from helpers import trainer
 
+from benchmarks.rl.config import LoopConfig
 from benchmarks.rl.evaluation import Evaluation
 from benchmarks.rl.methods import method_callbacks
 from benchmarks.rl.sac import SAC
@@ -14,7 +15,7 @@ from benchmarks.rl.sac import SAC
 @pytest.mark.slow
 def test_sac_reaches_minus_300_on_pendulum_within_10k_steps():
     pl.seed_everything(0, verbose=False)
-    agent = SAC("Pendulum-v1", total_steps=10_000, learning_starts=1_000, seed=0)
+    agent = SAC("Pendulum-v1", LoopConfig(total_steps=10_000, learning_starts=1_000, seed=0))
     evaluation = Evaluation(every_n_env_steps=2_500, episodes=10)
     trainer([*method_callbacks("regrama"), evaluation], max_steps=-1, log_every_n_steps=500).fit(agent)
     steps = [s for s, _, _ in evaluation.history]

@@ -7,18 +7,21 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from regrama_lightning import (
-    ActivationProbe,
     DormantRatio,
     GraMaRatio,
-    MagnitudeGatherer,
-    MeasurementBuffer,
     activation_magnitude_sum,
     grama_scores,
     normalize,
     output_grad_magnitude_sum,
     trace_topology,
     weight_grad_magnitude,
+    weight_grad_magnitude_sum,
 )
+from regrama_lightning.buffer import MeasurementBuffer
+from regrama_lightning.gather import GradientWindow
+from regrama_lightning.signals import WeightGradient
+from regrama_lightning.tracing.probe import ActivationProbe
+from regrama_lightning.track import OptimizerTrack
 
 
 def _planted():
@@ -41,16 +44,16 @@ def test_weight_score_matches_explicit_loop():
 def test_planted_dead_neuron_scores_zero_under_all_three_definitions():
     net, x, y = _planted()
     layers = trace_topology(net, lambda: net(x))
-    gatherers = {s: MagnitudeGatherer({"0": net[0]}, s) for s in ("output", "activation")}
-    for g in gatherers.values():
-        g.attach(["0"])
-        g.start_window(["0"])
-    with ActivationProbe({"0": layers["0"]}, gatherers["activation"].observe_activation):
+    gradients, activations = GradientWindow({"0": net[0]}), GradientWindow({"0": net[0]})
+    for window in (gradients, activations):
+        window.start(["0"])
+    net[0].register_forward_hook(lambda module, args, out: gradients.add_output_gradients("0", out, channel_dim=-1))
+    with ActivationProbe({"0": layers["0"]}, activations.add_on_backward):
         loss = F.cross_entropy(net(x), y)
     loss.backward()
     weight = normalize(weight_grad_magnitude(net[0]))
-    out_sum, out_n = gatherers["output"].collect(["0"])
-    act_sum, act_n = gatherers["activation"].collect(["0"])
+    out_sum, out_n = gradients.collect(["0"])
+    act_sum, act_n = activations.collect(["0"])
     output = normalize(out_sum["0"] / out_n["0"])
     dormant = normalize(act_sum["0"] / act_n["0"])
     # Theorem 1: a ReLU neuron that is never active has exactly zero gradient, under both GraMa definitions.
@@ -63,11 +66,11 @@ def test_output_score_is_per_sample_abs_of_output_gradient():
     torch.manual_seed(1)
     net = mlp((6, 8, 8, 3))
     x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
-    gatherer = MagnitudeGatherer({"2": net[2]}, "output")
-    gatherer.attach(["2"])
-    gatherer.start_window(["2"])
+    window = GradientWindow({"2": net[2]})
+    net[2].register_forward_hook(lambda module, args, out: window.add_output_gradients("2", out, channel_dim=-1))
+    window.start(["2"])
     F.cross_entropy(net(x), y).backward()
-    sums, counts = gatherer.collect(["2"])
+    sums, counts = window.collect(["2"])
     # Independent: per-sample gradients of the loss w.r.t. the layer output, one sample at a time.
     rows = []
     for i in range(16):
@@ -203,16 +206,30 @@ def test_weight_grads_recorded_in_buffer_match_the_plain_function_and_skip_layer
     a, b = nn.Linear(5, 4), nn.Linear(5, 3)
     metric = GraMaRatio({"a": 4, "b": 3}, tau=0.2)
     buffer = MeasurementBuffer(metric, capacity=2)
-    buffer.watch_weights({"a": a, "b": b})
+    track = OptimizerTrack(0, torch.optim.SGD([*a.parameters(), *b.parameters()]), metric, buffer)
+    track.refresh(["a", "b"], ["a", "b"])
+    signal = WeightGradient()
+    signal.bind(nn.Sequential(), {"a": a, "b": b})
     a(torch.randn(8, 5)).pow(2).sum().backward()  # b gets no gradient in this window
-    buffer.record_weight_grads(step=0)
+    signal.write(track)
+    buffer.commit(step=0)
     b(torch.randn(8, 5)).sum().backward()
-    buffer.record_weight_grads(step=1)
+    signal.write(track)
+    buffer.commit(step=1)
     rows, _ = buffer.take()
     first, second = metric.scores(rows[0]), metric.scores(rows[1])
     assert torch.allclose(first["a"], normalize(weight_grad_magnitude(a)))
     assert first["b"].isnan().all()  # no data, so never reset
     assert torch.allclose(second["b"], normalize(weight_grad_magnitude(b)))
     assert metric.summary(rows).neurons.tolist() == [[4.0, 0.0], [4.0, 3.0]]
-    sums, counts = MagnitudeGatherer({"a": a, "b": b}, "weight").collect(["a", "b"])  # the unbuffered way
-    assert torch.allclose(sums["b"] / counts["b"], weight_grad_magnitude(b)) and counts == {"a": 5, "b": 5}
+    total, count = weight_grad_magnitude_sum(b)  # the unbuffered way
+    assert torch.allclose(total / count, weight_grad_magnitude(b)) and count == 5
+
+
+def test_metric_means_are_the_raw_per_neuron_means_of_a_state():
+    metric = GraMaRatio({"a": 2, "b": 3}, tau=0.1)
+    state = metric.pack({"a": torch.tensor([2.0, 6.0])}, {"a": 4})
+    means = metric.means(state)
+    assert means["a"].tolist() == [0.5, 1.5] and means["b"].isnan().all()  # b: no data
+    rows = torch.stack([state, metric.pack({"b": torch.tensor([3.0, 0.0, 9.0])}, {"b": 3})])
+    assert metric.means(rows)["b"][1].tolist() == [1.0, 0.0, 3.0]  # a batch of rows: one row of means each

@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from regrama_lightning import trace_topology
-from regrama_lightning.topology import explicit_consumers, select_layers
+from regrama_lightning.tracing.selection import explicit_consumers, select_layers
 
 
 class SmallCNN(nn.Module):

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 
 import lightning.pytorch as pl
 
-from benchmarks.cifar100_continual.config import METHODS
-from benchmarks.cifar100_continual.schedule import ClassSchedule
-from benchmarks.common import method_monitors
-from regrama_lightning import NeuronReset, ReDo, ReGraMa
+from regrama_lightning import NeuronPruning, NeuronReset, ReBorn, ReDo, ReGraMa
+
+from ..harness.methods import METHODS as METHOD_INFO
+from ..harness.monitors import extra_callbacks, method_monitors, plasticity_metrics
+from .config import METHODS
+from .schedule import ClassSchedule
 
 __all__ = ["METHODS", "FreshStart", "Method", "ResetAtClassAdditions", "TaskLRSchedule", "make_method"]
 
@@ -143,15 +145,22 @@ def make_method(
     Example:
         >>> m = make_method("regrama", ClassSchedule(5, 1, 15))
         >>> [type(c).__name__ for c in m.callbacks]
-        ['ResetAtClassAdditions', 'ReGraMa', 'ReDo']
+        ['ResetAtClassAdditions', 'ReGraMa', 'ReDo', 'PlasticityMetrics']
     """
     if name not in METHODS:
         raise ValueError(f"Unknown method {name!r}; choose one of {list(METHODS)}.")
     period = reset_every_n_steps
     grama, dormant = method_monitors(name, period, grama_tau, redo_tau, log_every_n_steps=log_every_n_steps, seed=seed)
     callbacks: list[pl.Callback] = [grama, dormant]
-    if name in ("regrama", "redo") and period is None:
-        callbacks.insert(0, ResetAtClassAdditions(schedule, [grama if name == "regrama" else dormant]))
+    resets = METHOD_INFO[name].resets
+    if resets is not None and period is None:
+        callbacks.insert(0, ResetAtClassAdditions(schedule, [grama if resets == "grama" else dormant]))
     if name == "fresh":
         callbacks.insert(0, FreshStart(schedule))
+    extras = extra_callbacks(name, seed=seed, reset_every=period)
+    # The toolkit's neuron methods with a reset schedule (ReBorn, pruning) act at the class additions too.
+    scheduled = [e for e in extras if isinstance(e, ReBorn | NeuronPruning)]
+    if scheduled and period is None:
+        callbacks.insert(0, ResetAtClassAdditions(schedule, scheduled))
+    callbacks += [*extras, plasticity_metrics(every_n_steps=log_every_n_steps)]
     return Method(name, grama, dormant, callbacks)

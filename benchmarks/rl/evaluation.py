@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from torch import Tensor
 
-from benchmarks.rl.envs import make_env
+from .envs import make_env
 
 
 def evaluate(policy: Any, env: Any, device: torch.device) -> np.ndarray:

@@ -9,15 +9,18 @@ the next step of every optimizer it follows a reset step.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 
-from benchmarks.common import method_monitors
-from regrama_lightning import NeuronReset, ReDo, ReGraMa
+from regrama_lightning import NeuronPruning, NeuronReset, ReBorn, ReDo, ReGraMa
 
-Method = Literal["vanilla", "regrama", "redo"]
-METHODS: tuple[str, ...] = ("vanilla", "regrama", "redo")
+from ..harness.methods import METHODS as METHODS_INFO
+from ..harness.methods import method_names
+from ..harness.monitors import extra_callbacks, method_monitors, plasticity_metrics
+
+METHODS = method_names("rl")
+Method = str  # one of METHODS
 
 
 class ResetEveryNUpdates(pl.Callback):
@@ -58,8 +61,10 @@ def method_callbacks(
     """Callbacks for one method; all log against the agent's ``env_steps``.
 
     Args:
-        method: ``"vanilla"`` (measure only), ``"regrama"`` (reset GraMa-inactive neurons) or ``"redo"`` (reset
-            dormant neurons).
+        method: ``"vanilla"`` (measure only), ``"regrama"`` (reset GraMa-inactive neurons), ``"redo"`` (reset
+            dormant neurons), or a toolkit method of :data:`~benchmarks.harness.methods.METHODS` (``cbp``,
+            ``reborn``, ``snp``, ``l2init``, ``prune-grama``, ``prune-redo``, ``regrama+l2init``, ...). Every
+            run also logs :class:`~regrama_lightning.PlasticityMetrics` every 1000 updates.
         networks: Names of the agent's networks to score and reset (keys of its ``networks()``: ``"critic"``,
             ``"actor"``, ...); both critics of a twin critic are covered by ``"critic"``. Target networks are
             never trained, so never scored.
@@ -93,9 +98,14 @@ def method_callbacks(
         max_reset_fraction=max_reset_fraction,
         zero_outgoing=zero_outgoing,
     )
-    if method == "vanilla":
-        return [grama, redo]
-    return [ResetEveryNUpdates(grama if method == "regrama" else redo, reset_every), grama, redo]
+    # The toolkit's neuron methods with a reset schedule (ReBorn, pruning) follow the agent's updates too.
+    extras = extra_callbacks(method, include=include, step_attribute="env_steps", seed=seed, reset_every=None)
+    extras += [plasticity_metrics(every_n_steps=1000, step_attribute="env_steps", include=include)]
+    scheduled = [ResetEveryNUpdates(e, reset_every) for e in extras if isinstance(e, ReBorn | NeuronPruning)]
+    resets = METHODS_INFO[method].resets
+    if resets is None:
+        return [*scheduled, grama, redo, *extras]
+    return [ResetEveryNUpdates(grama if resets == "grama" else redo, reset_every), *scheduled, grama, redo, *extras]
 
 
 def monitors(callbacks: Sequence[pl.Callback]) -> tuple[NeuronReset, NeuronReset]:

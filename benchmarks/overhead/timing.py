@@ -1,4 +1,4 @@
-"""The timing side of ``python -m benchmarks.overhead`` (see that module): models, configurations, gated fits."""
+"""The timing side of ``python -m benchmarks.overhead`` (see ``cli.py``): models, configurations, gated fits."""
 
 from __future__ import annotations
 
@@ -13,9 +13,19 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from benchmarks.overhead import CLOCKS
-from regrama_lightning import ReDo, ReGraMa
+from regrama_lightning import (
+    ContinualBackprop,
+    L2Init,
+    NeuronPruning,
+    PlasticityMetrics,
+    ReBorn,
+    ReDo,
+    ReGraMa,
+    ShrinkPerturb,
+)
 from regrama_lightning.scores import weight_grad_magnitude_sums
+
+from .cli import CLOCKS
 
 
 class ReadGrads(pl.Callback):
@@ -44,6 +54,14 @@ CONFIGS: dict[str, Callable[[], pl.Callback | None]] = {
     "redo@1": lambda: ReDo(reset_every_n_steps=None, log_every_n_steps=1),
     "reset@100": lambda: ReGraMa(reset_every_n_steps=100),
     "read-grads": ReadGrads,
+    # The toolkit's callbacks at their defaults (PlasticityMetrics every 100 batches: at its default 1000 a
+    # timed fit would not measure once).
+    "cbp": lambda: ContinualBackprop(),
+    "reborn": lambda: ReBorn(),
+    "prune": lambda: NeuronPruning(),
+    "snp": lambda: ShrinkPerturb(),
+    "l2init": lambda: L2Init(),
+    "plasticity@100": lambda: PlasticityMetrics(every_n_steps=100),
 }
 
 
@@ -251,7 +269,8 @@ def time_one(
     )
     gc.collect()
     trainer.fit(module, train_dataloaders=Batches(pool, steps))
-    if inner is not None and not inner.last_metrics:  # the timing is only meaningful if the callback measured
+    # The timing is only meaningful if a measuring callback measured (L2Init and ShrinkPerturb log nothing).
+    if inner is not None and not getattr(inner, "last_metrics", True):
         raise RuntimeError(f"{type(inner).__name__} logged nothing during the timed fit.")
     return timer.pairs(warmup)
 

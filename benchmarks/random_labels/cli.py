@@ -9,9 +9,14 @@ fit over all phases with one Adam optimizer throughout:
 * ``vanilla``: no reset; ``ReGraMa(reset_every_n_steps=None)`` and ``ReDo(reset_every_n_steps=None)`` only measure;
 * ``regrama``: ``ReGraMa`` resets GraMa-inactive neurons (by default every 80 optimizer steps = 5 epochs, four
   times per phase; ``--reset-every 0`` resets once at the end of each phase);
-* ``redo``: ``ReDo`` resets dormant neurons on the same schedule.
+* ``redo``: ``ReDo`` resets dormant neurons on the same schedule;
+* the toolkit's methods (``cbp``, ``reborn``, ``snp``, ``l2init``, ``prune-grama``, ``prune-redo`` and ReGraMa
+  with L2-init and/or weight decay): see ``benchmarks/harness/methods.py``; ReBorn and pruning act on the
+  same schedule as the resets.
 
-Every run carries both a GraMa and a ReDo monitor so that the ratios are comparable across methods.
+Every run carries both a GraMa and a ReDo monitor so that the ratios are comparable across methods, and
+``PlasticityMetrics`` (measured on each epoch's last batch; the table shows the effective rank of the hidden
+features).
 
 The data is synthetic and built in memory (no download): ``--samples`` standard Gaussian inputs of dimension
 ``--input-dim`` and labels drawn uniformly from ``--classes`` classes.
@@ -30,14 +35,15 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from benchmarks.cli import make_parser, non_negative_float, non_negative_int, positive_float, positive_int
+from ..harness.cli import command, make_parser, non_negative_float, non_negative_int, positive_float, positive_int
+from ..harness.methods import method_names
 
-METHODS = ("vanilla", "regrama", "redo")
+METHODS = method_names("random_labels")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments; the defaults are the ``make demo`` settings."""
-    p = make_parser("python -m benchmarks.random_labels", __doc__)
+    p = make_parser(command(__package__), __doc__)
     p.add_argument("--phases", type=positive_int, default=20, help="number of label re-draws (tasks)")
     p.add_argument(
         "--epochs-per-phase", type=positive_int, default=20, help="epochs of training on each phase's labels"
@@ -71,8 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Run the methods and print (and optionally write) the per-phase table."""
     args = parse_args(argv)
-    from benchmarks.common import prepare
-    from benchmarks.random_labels_fit import PhaseRow, format_table, run_method, summary
+    from ..harness.process import prepare
+    from .fit import PhaseRow, format_table, run_method, summary
 
     prepare(args.threads)
     print(
@@ -94,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     print(format_table(rows))
     print()
     first = max(1, args.phases // 5)
-    print(f"Means over the first {first} phase(s) and over the remaining ones:")
+    print(f"Per method: accuracy of the last phase, mean over phases, over the first {first} and over the rest:")
     print(summary(rows, args.methods, first))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

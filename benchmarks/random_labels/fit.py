@@ -1,4 +1,4 @@
-"""The training side of ``python -m benchmarks.random_labels`` (see that module): data, model, runs, tables."""
+"""The training side of ``python -m benchmarks.random_labels`` (see ``cli.py``): data, model, runs, tables."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from lightning.pytorch.loggers import Logger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.common import method_monitors
-from benchmarks.random_labels import METHODS
-from regrama_lightning import NeuronReset
+from regrama_lightning import NeuronReset, PlasticityMetrics
+
+from ..harness.monitors import extra_callbacks, method_monitors, plasticity_metrics
+from .cli import METHODS
 
 __all__ = ["METHODS", "PhaseRow", "format_table", "run_method", "summary"]
 
@@ -92,6 +93,7 @@ class PhaseRow:
     grama: float
     dormant: float
     reset: int
+    rank: float
 
 
 class MemoryLogger(Logger):
@@ -171,6 +173,12 @@ class Phases(pl.Callback):
             pl_module.train()
             self._accuracy = (predictions == self.data.labels).float().mean().item()
 
+    @staticmethod
+    def _rank(trainer: pl.Trainer) -> float:
+        """The model-wide effective rank of the hidden features at the phase's last measured batch."""
+        metrics = next((c for c in trainer.callbacks if isinstance(c, PlasticityMetrics)), None)
+        return metrics.last_metrics.get("plasticity/effective_rank", float("nan")) if metrics else float("nan")
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Write the phase's row (the ratios were measured on the phase's last step)."""
         if not self._phase_end(trainer):
@@ -183,6 +191,7 @@ class Phases(pl.Callback):
                 grama=self.grama.last_metrics.get("grama/ratio", float("nan")),
                 dormant=self.dormant.last_metrics.get("dormant/ratio", float("nan")),
                 reset=round(self.memory.reset_neurons),
+                rank=self._rank(trainer),
             )
         )
         self.memory.reset_neurons = 0.0
@@ -206,7 +215,14 @@ def run_method(method: str, args: argparse.Namespace) -> list[PhaseRow]:
         accelerator="cpu",
         devices=1,
         max_epochs=args.phases * args.epochs_per_phase,
-        callbacks=[phases, grama, dormant],  # `phases` first: accuracy is read before a reset of the same step
+        # `phases` first: accuracy is read before a reset of the same step
+        callbacks=[
+            phases,
+            grama,
+            dormant,
+            *extra_callbacks(method, seed=args.seed, reset_every=reset_every),
+            plasticity_metrics(every_n_steps=steps_per_epoch),  # the last batch of every epoch
+        ],
         logger=memory,  # in memory only: nothing is written to disk
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -220,21 +236,39 @@ def run_method(method: str, args: argparse.Namespace) -> list[PhaseRow]:
 
 def format_table(rows: list[PhaseRow]) -> str:
     """The per-phase rows as a fixed-width text table."""
-    lines = [f"{'method':<8} {'phase':>5} {'train acc':>9} {'GraMa ratio':>11} {'dormant ratio':>13} {'reset':>5}"]
+    lines = [
+        f"{'method':<17} {'phase':>5} {'train acc':>9} {'GraMa ratio':>11} {'dormant ratio':>13} {'reset':>5} "
+        f"{'eff. rank':>9}"
+    ]
     for r in rows:
         lines.append(
-            f"{r.method:<8} {r.phase:>5d} {r.accuracy:>9.3f} {r.grama:>11.3f} {r.dormant:>13.3f} {r.reset:>5d}"
+            f"{r.method:<17} {r.phase:>5d} {r.accuracy:>9.3f} {r.grama:>11.3f} {r.dormant:>13.3f} {r.reset:>5d} "
+            f"{r.rank:>9.2f}"
         )
     return "\n".join(lines)
 
 
 def summary(rows: list[PhaseRow], methods: list[str], first: int) -> str:
-    """Mean accuracy and ratios of each method over its first ``first`` phases and its remaining ones."""
-    lines = [f"{'method':<8} {'acc first':>9} {'acc rest':>9} {'GraMa first':>11} {'GraMa rest':>10}"]
+    """Per method: accuracies (last phase, mean, first ``first`` phases, the rest), ratios and effective rank.
+
+    The ratios are means over the phases; the effective rank is that of the first and of the last phase.
+    """
+    lines = [
+        f"{'method':<17} {'acc last':>8} {'acc mean':>8} {'acc first':>9} {'acc rest':>9} {'GraMa':>6} "
+        f"{'dormant':>7} {'rank first':>10} {'rank last':>9}"
+    ]
     for method in methods:
         mine = [r for r in rows if r.method == method]
+        if not mine:
+            continue
         head, tail = mine[:first], mine[first:] or mine[-1:]
-        acc = [sum(r.accuracy for r in part) / len(part) for part in (head, tail)]
-        grama = [sum(r.grama for r in part) / len(part) for part in (head, tail)]
-        lines.append(f"{method:<8} {acc[0]:>9.3f} {acc[1]:>9.3f} {grama[0]:>11.3f} {grama[1]:>10.3f}")
+
+        def mean(part: list[PhaseRow], key: str) -> float:
+            return sum(getattr(r, key) for r in part) / len(part)
+
+        lines.append(
+            f"{method:<17} {mine[-1].accuracy:>8.3f} {mean(mine, 'accuracy'):>8.3f} {mean(head, 'accuracy'):>9.3f} "
+            f"{mean(tail, 'accuracy'):>9.3f} {mean(mine, 'grama'):>6.3f} {mean(mine, 'dormant'):>7.3f} "
+            f"{mine[0].rank:>10.2f} {mine[-1].rank:>9.2f}"
+        )
     return "\n".join(lines)

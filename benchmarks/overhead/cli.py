@@ -14,7 +14,11 @@ Configurations:
 * ``redo@1``: ``ReDo(reset_every_n_steps=None, log_every_n_steps=1)``;
 * ``reset@100`` (information only): ``ReGraMa(reset_every_n_steps=100)``, ten times the default reset rate;
 * ``read-grads`` (reference): a bare callback that only reads ``|W.grad|`` row sums of every layer at each step,
-  the part of ``grama-weight@1`` that any implementation of the authors' score must pay.
+  the part of ``grama-weight@1`` that any implementation of the authors' score must pay;
+* the toolkit at its defaults: ``cbp`` (``ContinualBackprop()``: measures every step, replaces every 100),
+  ``reborn`` (``ReBorn()``), ``prune`` (``NeuronPruning()``), ``snp`` (``ShrinkPerturb()``: every step),
+  ``l2init`` (``L2Init()``), and ``plasticity@100`` (``PlasticityMetrics(every_n_steps=100)``, ten times its
+  default rate).
 
 Design. On this kind of (virtual, shared) machine, two identical bare fits differ by 5-10% in per-step time, and so
 do 40-step blocks within one fit: far more than the 1% this benchmark must resolve. So the comparison is made
@@ -38,17 +42,31 @@ from __future__ import annotations
 import argparse
 import json
 
-from benchmarks.cli import make_parser, non_negative_int, positive_int
+from ..harness.cli import command, make_parser, non_negative_int, positive_int
 
 # Choices of the command line, spelled out so that --help imports no torch (a test checks them against
-# overhead_timing's CLOCKS, MODELS and CONFIGS).
+# timing.py's CLOCKS, MODELS and CONFIGS).
 CLOCKS = ("wall", "cpu")
 MODELS = ("mlp", "cnn")
-CONFIGS = ("bare", "defaults", "grama-weight@1", "grama-output@1", "redo@1", "reset@100", "read-grads")
+CONFIGS = (
+    "bare",
+    "defaults",
+    "grama-weight@1",
+    "grama-output@1",
+    "redo@1",
+    "reset@100",
+    "read-grads",
+    "cbp",
+    "reborn",
+    "prune",
+    "snp",
+    "l2init",
+    "plasticity@100",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = make_parser("python -m benchmarks.overhead", __doc__)
+    p = make_parser(command(__package__), __doc__)
     p.add_argument("--pairs", type=positive_int, default=600, help="timed (on, off) step pairs per fit")
     p.add_argument("--warmup", type=positive_int, default=30, help="untimed steps at the start of each fit")
     p.add_argument("--rounds", type=positive_int, default=2, help="fits per configuration (their pairs are pooled)")
@@ -71,8 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     import lightning.pytorch as pl
     import torch
 
-    from benchmarks.common import prepare
-    from benchmarks.overhead_timing import bench, check_targets, format_table
+    from ..harness.process import prepare
+    from .timing import bench, check_targets, format_table
 
     prepare(args.threads)
     print(
