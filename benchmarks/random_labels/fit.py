@@ -93,6 +93,7 @@ class PhaseRow:
     grama: float
     dormant: float
     reset: int
+    seed: int = 0
 
 
 class MemoryLogger(Logger):
@@ -222,20 +223,24 @@ def run_method(method: str, args: argparse.Namespace) -> list[PhaseRow]:
 
 def format_table(rows: list[PhaseRow]) -> str:
     """The per-phase rows as a fixed-width text table."""
-    lines = [f"{'method':<8} {'phase':>5} {'train acc':>9} {'GraMa ratio':>11} {'dormant ratio':>13} {'reset':>5}"]
+    lines = [f"{'method':<8} {'seed':>4} {'phase':>5} {'train acc':>9} {'GraMa ratio':>11} {'dormant ratio':>13} "
+             f"{'reset':>5}"]  # fmt: skip
     for r in rows:
         lines.append(
-            f"{r.method:<8} {r.phase:>5d} {r.accuracy:>9.3f} {r.grama:>11.3f} {r.dormant:>13.3f} {r.reset:>5d}"
+            f"{r.method:<8} {r.seed:>4d} {r.phase:>5d} {r.accuracy:>9.3f} {r.grama:>11.3f} {r.dormant:>13.3f} "
+            f"{r.reset:>5d}"
         )
     return "\n".join(lines)
 
 
 def summary(rows: list[PhaseRow], methods: list[str], first: int) -> str:
-    """Mean accuracy and ratios of each method over its first ``first`` phases and its remaining ones."""
+    """Mean accuracy and ratios of each method over its first ``first`` phases and its remaining ones (all seeds)."""
     lines = [f"{'method':<8} {'acc first':>9} {'acc rest':>9} {'GraMa first':>11} {'GraMa rest':>10}"]
     for method in methods:
         mine = [r for r in rows if r.method == method]
-        head, tail = mine[:first], mine[first:] or mine[-1:]
+        last = max(r.phase for r in mine)
+        head = [r for r in mine if r.phase < first]
+        tail = [r for r in mine if r.phase >= first] or [r for r in mine if r.phase == last]
         acc = [sum(r.accuracy for r in part) / len(part) for part in (head, tail)]
         grama = [sum(r.grama for r in part) / len(part) for part in (head, tail)]
         lines.append(f"{method:<8} {acc[0]:>9.3f} {acc[1]:>9.3f} {grama[0]:>11.3f} {grama[1]:>10.3f}")
