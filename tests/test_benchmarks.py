@@ -21,10 +21,14 @@ def _rows(path):
 
 def test_random_label_demo_writes_one_row_per_method_and_phase_and_is_deterministic(tmp_path):
     args = [*TINY, "--reset-every", "2", "--grama-tau", "0.5", "--redo-tau", "0.5"]
-    random_labels.main([*args, "--out", str(tmp_path / "a.csv")])
+    random_labels.main([*args, "--seeds", "0", "1", "--out", str(tmp_path / "a.csv")])
     random_labels.main([*args, "--methods", "regrama", "--out", str(tmp_path / "b.csv")])
-    rows = _rows(tmp_path / "a.csv")
-    assert [(r["method"], int(r["phase"])) for r in rows] == [(m, p) for m in random_labels.METHODS for p in range(3)]
+    assert (tmp_path / "a.png").stat().st_size > 10_000  # the figure, next to the CSV
+    both = _rows(tmp_path / "a.csv")
+    expected = [(m, s, p) for m in random_labels.METHODS for s in (0, 1) for p in range(3)]
+    assert [(r["method"], int(r["seed"]), int(r["phase"])) for r in both] == expected
+    assert [r["accuracy"] for r in both if r["seed"] == "0"] != [r["accuracy"] for r in both if r["seed"] == "1"]
+    rows = [r for r in both if r["seed"] == "0"]
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
     assert all(int(r["reset"]) == 0 for r in rows if r["method"] == "vanilla")
     assert sum(int(r["reset"]) for r in rows if r["method"] == "regrama") > 0  # tau=0.5 flags neurons

@@ -161,3 +161,31 @@ def test_cifar_argument_errors_are_one_line_usage_errors(capsys, tmp_path, argv,
 
     line = one_line_error(capsys, cli.main, ["run", "--out", str(tmp_path), *argv])
     assert line.startswith("python -m benchmarks.cifar100_continual run: error: ") and message in line
+
+
+def test_a_config_file_holds_the_same_keys_as_the_flags(tmp_path):
+    from benchmarks.rl import cli
+
+    flags = ["--agent", "bro", "--env", "Pendulum-v1", "--methods", "vanilla", "redo", "--steps", "3000"]
+    flags += ["--learning-starts", "500", "--n-quantiles", "8", "--no-checkpoint-buffer", "--out", str(tmp_path)]
+    (tmp_path / "run.yaml").write_text(
+        "agent: bro\nenv: Pendulum-v1\nmethods: [vanilla, redo]\nsteps: 3000\nlearning_starts: 500\n"
+        f"n-quantiles: 8\ncheckpoint_buffer: false\nout: {tmp_path}\n"
+    )
+    from_flags, from_file = cli.parse(flags), cli.parse(["--config", str(tmp_path / "run.yaml")])
+    assert from_file[:2] == from_flags[:2] and from_file[0].agent_args["n_quantiles"] == 8
+    assert from_file[0].checkpoint_buffer is False
+    overridden = cli.parse(["--config", str(tmp_path / "run.yaml"), "--steps", "4000"])[0]  # the command line wins
+    assert overridden.steps == 4000
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("stepz: 10\n", "unknown setting 'stepz' (there is no flag --stepz)"), ("- 1\n", "expected a mapping")],
+)
+def test_a_bad_config_file_is_a_usage_error(capsys, tmp_path, text, message):
+    from benchmarks.random_labels import cli
+
+    (tmp_path / "run.yaml").write_text(text)
+    line = one_line_error(capsys, cli.parse_args, ["--config", str(tmp_path / "run.yaml")])
+    assert line.startswith("python -m benchmarks.random_labels: error: --config ") and message in line

@@ -88,6 +88,8 @@ def test_reruns_are_keyed_on_the_full_settings_and_never_mix_logs(tmp_path, caps
     args = [*ARGS, "--steps", "200", "--out", str(tmp_path)]
     folder = tmp_path / "Pendulum-v1" / "sac" / "regrama" / "seed0"
     first = cli.main(args)[0]
+    printed = capsys.readouterr().out  # --no-progress: one line per evaluation instead of a bar
+    assert "Pendulum-v1: 200 environment steps, evaluation return" in printed and "GraMa ratio 0." in printed
     events = sorted((folder / "tensorboard").glob("events.out.tfevents.*"))
     assert cli.main(args)[0] == first  # done: skipped, nothing written
     assert "done before with these settings, skipped" in capsys.readouterr().out

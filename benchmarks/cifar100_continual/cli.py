@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..harness.cli import (
     HelpFormatter,
+    add_config_flag,
     command,
     non_negative_float,
     non_negative_int,
@@ -28,6 +30,7 @@ from ..harness.cli import (
     positive_float,
     positive_int,
     usage_errors,
+    with_config,
 )
 from ..harness.runs import check_out
 from .config import METHODS, PRESETS, RunConfig
@@ -69,6 +72,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     add("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     add("--estimate-only", action="store_true", help="print the cost estimate and stop")
     add("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
+    add_config_flag(run)
     group = run.add_argument_group("overrides of the preset (default: the preset's value, shown per preset)")
     for flag, kind, text in (
         ("--max-classes", positive_int, "classes in the run (quick runs: e.g. 10)"),
@@ -172,6 +176,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def main(argv: list[str] | None = None) -> None:
     """Parse, check the settings and every run folder of the grid, estimate the cost, then run or plot."""
     parser, subcommands = _parsers()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        argv = ["run", *with_config(subcommands["run"], argv[1:])]
     args = parser.parse_args(argv)
     if args.command == "plot":
         from .plot import plot_results

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -138,3 +140,73 @@ def command(package: str | None, module: str = "") -> str:
         'python -m benchmarks.rl.plot'
     """
     return "python -m " + ".".join(p for p in (package or "benchmarks", module) if p)
+
+
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config FILE``: a YAML file of settings, one key per flag (see :func:`with_config`)."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="YAML file of settings, one key per flag (batch_size: 64, methods: [vanilla, regrama], resume: true); "
+        "flags given on the command line win",
+    )
+
+
+def with_config(parser: argparse.ArgumentParser, argv: list[str] | None, check_keys: bool = True) -> list[str]:
+    """``argv`` with the settings of its ``--config FILE`` written out as flags in front (the command line wins).
+
+    Keys are flag names with ``_`` or ``-`` (``batch_size`` or ``batch-size``); a list is the flag's values, ``true``
+    gives an on/off flag, ``false`` its ``--no-`` form where the flag has one (else nothing). Every value then
+    goes through the flag's own checks.
+
+    Args:
+        parser: The command's parser (its flags, its usage line for errors).
+        argv: The command line (``None``: ``sys.argv[1:]``).
+        check_keys: Refuse keys that are no flag of ``parser`` (off for a first pass that only looks for a key
+            which chooses the parser, like ``agent``).
+
+    Returns:
+        The command line to parse.
+
+    Raises:
+        SystemExit: A usage error naming ``--config`` for a missing or malformed file or an unknown key.
+
+    Example:
+        >>> p = make_parser("prog", None)
+        >>> _ = p.add_argument("--batch-size", type=int)
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "run.yaml"
+        >>> _ = path.write_text("batch_size: 64")
+        >>> with_config(p, ["--config", str(path), "--batch-size", "32"])
+        ['--batch-size', '64', '--batch-size', '32']
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--config", default=None)
+    known, rest = first.parse_known_args(argv)
+    if known.config is None:
+        return argv
+    import yaml
+
+    try:
+        settings = yaml.safe_load(Path(known.config).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        parser.error(f"--config {known.config}: {' '.join(str(error).split())}")
+    if not isinstance(settings, dict):
+        parser.error(f"--config {known.config}: expected a mapping of flag names to values, got {settings!r}")
+    flags = {s for action in parser._actions for s in action.option_strings}
+    tokens: list[str] = []
+    for key, value in settings.items():
+        flag = "--" + str(key).replace("_", "-")
+        if check_keys and (flag not in flags or flag == "--config"):
+            parser.error(f"--config {known.config}: unknown setting {key!r} (there is no flag {flag})")
+        if value is True:
+            tokens.append(flag)
+        elif value is False:
+            tokens += [f"--no-{flag[2:]}"] if f"--no-{flag[2:]}" in flags else []
+        elif isinstance(value, list):
+            tokens += [flag, *map(str, value)]
+        else:
+            tokens += [flag, str(value)]
+    return tokens + rest

@@ -32,10 +32,19 @@ from __future__ import annotations
 import argparse
 import csv
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-from ..harness.cli import command, make_parser, non_negative_float, non_negative_int, positive_float, positive_int
+from ..harness.cli import (
+    add_config_flag,
+    command,
+    make_parser,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    with_config,
+)
 from ..harness.methods import method_names
 
 METHODS = method_names("random_labels")
@@ -66,12 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="reset period in optimizer steps (80 = 5 epochs at the defaults); 0 = once, at each phase's end",
     )
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
-    p.add_argument(
-        "--seed", type=non_negative_int, default=0, help="seed of data, labels, initialisation and batch order"
-    )
+    p.add_argument("--seeds", "--seed", nargs="+", type=non_negative_int, default=[0],
+                   help="seeds of data, labels, initialisation, batch order (a run per method and seed)")  # fmt: skip
     p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (1 is fastest for this tiny MLP)")
-    p.add_argument("--out", type=Path, default=None, help="also write the per-phase rows as CSV to this path")
-    return p.parse_args(argv)
+    p.add_argument("--out", type=Path, default=Path("runs/random_labels/random_labels.csv"),
+                   help="CSV of the per-phase rows; the figure goes next to it (.png)")  # fmt: skip
+    add_config_flag(p)
+    return p.parse_args(with_config(p, argv))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,12 +89,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from ..harness.process import prepare
     from .fit import PhaseRow, format_table, run_method, summary
+    from .plot import plot_phases
 
     prepare(args.threads)
     print(
         f"Random-label memorisation on synthetic data: {args.samples} Gaussian inputs (dim {args.input_dim}), "
         f"{args.classes} classes re-drawn every {args.epochs_per_phase} epochs, {args.phases} phases; "
-        f"ReLU MLP {args.depth}x{args.width}, Adam lr {args.lr}, batch {args.batch_size}, seed {args.seed}."
+        f"ReLU MLP {args.depth}x{args.width}, Adam lr {args.lr}, batch {args.batch_size}, seeds {args.seeds}."
     )
     print(
         f"Ratios: GraMa tau={args.grama_tau} ('weight' score), ReDo tau={args.redo_tau}, measured on each "
@@ -93,22 +104,28 @@ def main(argv: list[str] | None = None) -> None:
     )
     rows: list[PhaseRow] = []
     for method in args.methods:
-        start = time.perf_counter()
-        rows += run_method(method, args)
-        print(f"[{method}] done in {time.perf_counter() - start:.1f}s", flush=True)
+        for seed in args.seeds:
+            start = time.perf_counter()
+            rows += [
+                replace(r, seed=seed) for r in run_method(method, argparse.Namespace(**{**vars(args), "seed": seed}))
+            ]
+            print(f"[{method} seed {seed}] done in {time.perf_counter() - start:.1f}s", flush=True)
     print()
     print(format_table(rows))
     print()
     first = max(1, args.phases // 5)
-    print(f"Per method: accuracy of the last phase, mean over phases, over the first {first} and over the rest:")
+    seeds = f"{len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}"
+    print(
+        f"Per method ({seeds}): accuracy of the last phase, mean over phases, over the first {first} and over the rest:"
+    )
     print(summary(rows, args.methods, first))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=[field.name for field in fields(PhaseRow)])
-            writer.writeheader()
-            writer.writerows(asdict(r) for r in rows)
-        print(f"wrote {args.out}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[field.name for field in fields(PhaseRow)])
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+    png = plot_phases(rows, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {png}")
 
 
 if __name__ == "__main__":

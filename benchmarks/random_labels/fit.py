@@ -94,6 +94,7 @@ class PhaseRow:
     dormant: float
     reset: int
     rank: float
+    seed: int = 0
 
 
 class MemoryLogger(Logger):
@@ -237,19 +238,20 @@ def run_method(method: str, args: argparse.Namespace) -> list[PhaseRow]:
 def format_table(rows: list[PhaseRow]) -> str:
     """The per-phase rows as a fixed-width text table."""
     lines = [
-        f"{'method':<17} {'phase':>5} {'train acc':>9} {'GraMa ratio':>11} {'dormant ratio':>13} {'reset':>5} "
-        f"{'eff. rank':>9}"
+        f"{'method':<17} {'seed':>4} {'phase':>5} {'train acc':>9} {'GraMa ratio':>11} {'dormant ratio':>13} "
+        f"{'reset':>5} {'eff. rank':>9}"
     ]
     for r in rows:
         lines.append(
-            f"{r.method:<17} {r.phase:>5d} {r.accuracy:>9.3f} {r.grama:>11.3f} {r.dormant:>13.3f} {r.reset:>5d} "
-            f"{r.rank:>9.2f}"
+            f"{r.method:<17} {r.seed:>4d} {r.phase:>5d} {r.accuracy:>9.3f} {r.grama:>11.3f} {r.dormant:>13.3f} "
+            f"{r.reset:>5d} {r.rank:>9.2f}"
         )
     return "\n".join(lines)
 
 
 def summary(rows: list[PhaseRow], methods: list[str], first: int) -> str:
-    """Per method: accuracies (last phase, mean, first ``first`` phases, the rest), ratios and effective rank.
+    """Per method, means over seeds: accuracy (last phase, all phases, first ``first`` phases, the rest), ratios
+    and effective rank.
 
     The ratios are means over the phases; the effective rank is that of the first and of the last phase.
     """
@@ -261,14 +263,18 @@ def summary(rows: list[PhaseRow], methods: list[str], first: int) -> str:
         mine = [r for r in rows if r.method == method]
         if not mine:
             continue
-        head, tail = mine[:first], mine[first:] or mine[-1:]
+        last = max(r.phase for r in mine)
+        head = [r for r in mine if r.phase < first]
+        tail = [r for r in mine if r.phase >= first] or [r for r in mine if r.phase == last]
+        start = [r for r in mine if r.phase == 0] or mine
+        end = [r for r in mine if r.phase == last]
 
         def mean(part: list[PhaseRow], key: str) -> float:
             return sum(getattr(r, key) for r in part) / len(part)
 
         lines.append(
-            f"{method:<17} {mine[-1].accuracy:>8.3f} {mean(mine, 'accuracy'):>8.3f} {mean(head, 'accuracy'):>9.3f} "
+            f"{method:<17} {mean(end, 'accuracy'):>8.3f} {mean(mine, 'accuracy'):>8.3f} {mean(head, 'accuracy'):>9.3f} "
             f"{mean(tail, 'accuracy'):>9.3f} {mean(mine, 'grama'):>6.3f} {mean(mine, 'dormant'):>7.3f} "
-            f"{mine[0].rank:>10.2f} {mine[-1].rank:>9.2f}"
+            f"{mean(start, 'rank'):>10.2f} {mean(end, 'rank'):>9.2f}"
         )
     return "\n".join(lines)

@@ -1,53 +1,62 @@
-"""Plot a random-label run's CSV: accuracy and effective rank at each phase end, one line per method.
-
-Run:
-    python -m benchmarks.random_labels.plot benchmarks/results/random_labels_toolkit.csv \
-        benchmarks/results/random_labels_toolkit.png
-"""
+"""The random-label probe's figure: per phase, accuracy, both ratios and effective rank of each method (mean over seeds)."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..harness.cli import command, make_parser
+if TYPE_CHECKING:
+    from .fit import PhaseRow
+
+PANELS = (
+    ("accuracy", "training accuracy at the phase's end"),
+    ("grama", "GraMa ratio"),
+    ("dormant", "ReDo ratio"),
+    ("rank", "effective rank (hidden layers)"),
+)
 
 
-def plot(csv_path: Path, out: Path) -> Path:
-    """Two panels (train accuracy, effective rank of the hidden features) against the phase; returns ``out``."""
+def plot_phases(rows: list[PhaseRow], out: Path) -> Path:
+    """Write the figure to ``out`` (PNG): one curve per method, a band from the lowest to the highest seed.
+
+    Phases in which the method reset neurons are marked on the accuracy curve.
+
+    Args:
+        rows: The per-phase rows of every method and seed.
+        out: The PNG.
+
+    Returns:
+        ``out``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    with csv_path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for method in methods:
-        mine = [r for r in rows if r["method"] == method]
-        phases = [int(r["phase"]) for r in mine]
-        axes[0].plot(phases, [float(r["accuracy"]) for r in mine], label=method)
-        axes[1].plot(phases, [float(r.get("rank", "nan")) for r in mine], label=method)
-    axes[0].set(xlabel="phase (labels re-drawn)", ylabel="train accuracy at phase end")
-    axes[1].set(xlabel="phase (labels re-drawn)", ylabel="effective rank (mean over hidden layers)")
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"Random-label memorisation ({csv_path.name}; one seed, CPU, reduced synthetic scale)", fontsize=9)
+    methods = list(dict.fromkeys(r.method for r in rows))
+    seeds = sorted({r.seed for r in rows})
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 3.6))
+    for ax, (field, title) in zip(axes, PANELS, strict=True):
+        for method in methods:
+            mine = [r for r in rows if r.method == method]
+            phases = sorted({r.phase for r in mine})
+            values = np.array([[getattr(r, field) for r in mine if r.phase == p] for p in phases])
+            (line,) = ax.plot(phases, values.mean(1), marker=".", label=method)
+            if len(seeds) > 1:
+                ax.fill_between(phases, values.min(1), values.max(1), color=line.get_color(), alpha=0.2)
+            if field == "accuracy":
+                reset = [p for p in phases if sum(r.reset for r in mine if r.phase == p) > 0]
+                ax.plot(reset, [values.mean(1)[phases.index(p)] for p in reset], "v", color=line.get_color(),
+                        markersize=5, linestyle="none")  # fmt: skip
+        ax.set_title(title)
+        ax.set_xlabel("phase (labels re-drawn)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(title="v: neurons reset in the phase", fontsize=8, title_fontsize=8)
+    spread = f"mean and min-max over {len(seeds)} seeds" if len(seeds) > 1 else "one seed"
+    fig.suptitle(f"Random-label memorisation ({spread})")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
-
-
-def main(argv: list[str] | None = None) -> Path:
-    """Parse ``CSV OUT`` and plot."""
-    p = make_parser(command(__package__, "plot"), __doc__)
-    p.add_argument("csv", type=Path, help="a CSV written by `python -m benchmarks.random_labels --out`")
-    p.add_argument("out", type=Path, help="the PNG to write")
-    args = p.parse_args(argv)
-    return plot(args.csv, args.out)
-
-
-if __name__ == "__main__":
-    print(main())

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..harness.cli import (
+    add_config_flag,
     command,
     fraction,
     make_parser,
@@ -30,7 +31,9 @@ from ..harness.cli import (
     non_negative_int,
     positive_int,
     usage_errors,
+    with_config,
 )
+from ..harness.loggers import LOGGERS, check_loggers
 from ..harness.methods import method_names
 from ..harness.runs import check_out
 from .agent_options import add_options, agent_names, options
@@ -89,6 +92,9 @@ def build_parser(agent: str = "sac") -> argparse.ArgumentParser:
         help="torch CPU threads (1 is fastest on 2 cores: the env steps in between)")  # fmt: skip
     add("--no-progress", action="store_true", help="no progress bar")
     add("--out", type=Path, default=Path("runs/rl"), help="root of the run folders")
+    add("--logger", nargs="+", choices=sorted(LOGGERS), default=[],
+        help="also log to these (metrics.csv and TensorBoard are always written); needs its package")  # fmt: skip
+    add_config_flag(parser)
     add_options(parser, agent, options()[agent])
     return parser
 
@@ -125,11 +131,12 @@ def parse(argv: list[str] | None = None) -> tuple[RunConfig, list[str], list[int
     Raises:
         SystemExit: On bad input, with a one-line message naming the flag (argparse's behaviour).
     """
-    parser = build_parser(_agent(argv))
-    args = parser.parse_args(argv)
+    parser = build_parser(_agent(with_config(build_parser(), argv, check_keys=False)))
+    args = parser.parse_args(with_config(parser, argv))
     check(parser, args)
     with usage_errors(parser):
         check_out(args.out)
+        check_loggers(args.logger)
     import dataclasses
 
     from ..harness.runs import RunControl
@@ -166,6 +173,7 @@ def parse(argv: list[str] | None = None) -> tuple[RunConfig, list[str], list[int
         devices=args.devices,
         progress=not args.no_progress,
         out=args.out,
+        loggers=tuple(args.logger),
     )
     control = RunControl(args.resume, args.overwrite, args.checkpoint_every)
     with usage_errors(parser):  # a bad hyperparameter, environment, network or accelerator, a folder in use, ...
@@ -187,6 +195,10 @@ def _check_runs(config: RunConfig, methods: list[str], seeds: list[int], control
             decide(run_dir(config, method, seed), run_settings(config, method, seed), control)
 
 
+def _ratio(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.4f}"
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     """Run the grid of methods and seeds; return the summaries."""
     config, methods, seeds, threads, control = parse(argv)
@@ -201,7 +213,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             summaries.append(summary)
             print(
                 f"{config.env} {method} seed {seed}: eval return {summary['final_eval_return']:.1f} at "
-                f"{summary['env_steps']} steps, GraMa ratio {summary['grama_ratio']}, "
+                f"{summary['env_steps']} steps, GraMa ratio {_ratio(summary['grama_ratio'])}, "
                 f"{summary['env_steps_per_s']:.0f} env steps/s, {summary['updates_per_s']:.0f} updates/s"
             )
     return summaries

@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ..harness import checkpointing, runs
 from ..harness.hparams import LogHyperparams
+from ..harness.loggers import extra_loggers
 from .agent import OffPolicyAgent
 from .config import LoopConfig
 from .evaluation import EnvStepsProgressBar, Evaluation
@@ -42,6 +43,7 @@ class RunConfig:
     devices: int = 1
     progress: bool = True
     out: Path = Path("runs/rl")
+    loggers: tuple[str, ...] = ()  # more loggers (``"wandb"``) besides the CSV and TensorBoard files
 
 
 def env_folder(env: str) -> str:
@@ -56,8 +58,8 @@ def run_dir(config: RunConfig, method: str, seed: int) -> Path:
 
 
 def run_settings(config: RunConfig, method: str, seed: int) -> dict[str, Any]:
-    """What defines a run's result, the key of its folder: the config without ``out`` and ``progress``."""
-    settings = {k: v for k, v in asdict(config).items() if k not in ("out", "progress")}
+    """What defines a run's result, the key of its folder: the config without ``out``, ``progress``, ``loggers``."""
+    settings = {k: v for k, v in asdict(config).items() if k not in ("out", "progress", "loggers")}
     return {"config": settings, "method": method, "seed": seed}
 
 
@@ -170,9 +172,8 @@ def run(
             config.zero_outgoing,
         )
     )
-    evaluation = Evaluation(
-        config.eval_every, config.eval_episodes, video_dir=str(folder / "videos") if config.video else None
-    )
+    video = str(folder / "videos") if config.video else None
+    evaluation = Evaluation(config.eval_every, config.eval_episodes, video_dir=video, announce=not config.progress)
     callbacks.append(evaluation)
     hparams = runs.canonical({**run_settings(config, method, seed)["config"], "method": method, "seed": seed,
                               "networks": list(networks), "buffer_size": agent.buffer_size})  # fmt: skip
@@ -203,6 +204,7 @@ def run(
             TensorBoardLogger(
                 config.out, name=name, version=version, sub_dir="tensorboard", default_hp_metric=False, **board_resume
             ),
+            *extra_loggers(list(config.loggers), folder, f"{config.agent} {config.env} {method} seed{seed}", hparams),
         ],
         callbacks=callbacks,
         log_every_n_steps=config.log_every,
