@@ -2,10 +2,14 @@
 
 import csv
 import json
+import re
+from pathlib import Path
 
 import pytest
 
-from benchmarks import overhead, overhead_timing, random_labels
+from benchmarks.overhead import cli as overhead
+from benchmarks.overhead import timing as overhead_timing
+from benchmarks.random_labels import cli as random_labels
 
 TINY = ["--phases", "3", "--epochs-per-phase", "2", "--samples", "96", "--width", "16", "--batch-size", "32"]
 
@@ -17,10 +21,14 @@ def _rows(path):
 
 def test_random_label_demo_writes_one_row_per_method_and_phase_and_is_deterministic(tmp_path):
     args = [*TINY, "--reset-every", "2", "--grama-tau", "0.5", "--redo-tau", "0.5"]
-    random_labels.main([*args, "--out", str(tmp_path / "a.csv")])
+    random_labels.main([*args, "--seeds", "0", "1", "--out", str(tmp_path / "a.csv")])
     random_labels.main([*args, "--methods", "regrama", "--out", str(tmp_path / "b.csv")])
-    rows = _rows(tmp_path / "a.csv")
-    assert [(r["method"], int(r["phase"])) for r in rows] == [(m, p) for m in random_labels.METHODS for p in range(3)]
+    assert (tmp_path / "a.png").stat().st_size > 10_000  # the figure, next to the CSV
+    both = _rows(tmp_path / "a.csv")
+    expected = [(m, s, p) for m in random_labels.METHODS for s in (0, 1) for p in range(3)]
+    assert [(r["method"], int(r["seed"]), int(r["phase"])) for r in both] == expected
+    assert [r["accuracy"] for r in both if r["seed"] == "0"] != [r["accuracy"] for r in both if r["seed"] == "1"]
+    rows = [r for r in both if r["seed"] == "0"]
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
     assert all(int(r["reset"]) == 0 for r in rows if r["method"] == "vanilla")
     assert sum(int(r["reset"]) for r in rows if r["method"] == "regrama") > 0  # tau=0.5 flags neurons
@@ -45,3 +53,14 @@ def test_overhead_gate_runs_the_callback_on_every_other_step_only(tmp_path):
 def test_overhead_rejects_bad_arguments():
     with pytest.raises(SystemExit):
         overhead.parse_args(["--pairs", "1"])
+
+
+def test_benchmarks_import_each_other_relatively_so_that_they_run_under_their_installed_name():
+    # Installed as regrama_benchmarks (setup.py), run as benchmarks from the repository root: an absolute
+    # `benchmarks.` import would load a second copy of the package, or fail outside the checkout.
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    absolute = re.compile(r"^\s*(from|import)\s+benchmarks\b", re.M)
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py") if absolute.search(p.read_text())]
+    assert not offenders
+    packages = {p.parent.name for p in root.glob("*/__init__.py")}
+    assert {"harness", "rl", "cifar100_continual", "random_labels", "overhead"} <= packages

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from benchmarks.cli import flags_without_help
+from benchmarks.harness.cli import flags_without_help
 
 CLIS = [
     "benchmarks.rl",
@@ -24,14 +24,14 @@ CLIS = [
     "benchmarks.overhead",
 ]
 PARSE = {  # the function of each command line that parses (and, for --help, prints and exits)
-    "benchmarks.rl": ("benchmarks.rl.__main__", "parse"),
+    "benchmarks.rl": ("benchmarks.rl.cli", "parse"),
     "benchmarks.rl.demo": ("benchmarks.rl.demo", "main"),
     "benchmarks.rl.plot": ("benchmarks.rl.plot", "main"),
     "benchmarks.rl.perf": ("benchmarks.rl.perf", "main"),
     "benchmarks.cifar100_continual": ("benchmarks.cifar100_continual.cli", "main"),
     "benchmarks.cifar100_continual.perf": ("benchmarks.cifar100_continual.perf", "parse_args"),
-    "benchmarks.random_labels": ("benchmarks.random_labels", "parse_args"),
-    "benchmarks.overhead": ("benchmarks.overhead", "parse_args"),
+    "benchmarks.random_labels": ("benchmarks.random_labels.cli", "parse_args"),
+    "benchmarks.overhead": ("benchmarks.overhead.cli", "parse_args"),
 }
 
 
@@ -68,9 +68,14 @@ def test_every_flag_has_a_help_text_and_shows_its_default(cli):
     for p in [parser, *(s for a in subcommands for s in a.choices.values())]:
         text = p.format_help()
         for action in p._actions:
-            if action.option_strings and action.default is not argparse.SUPPRESS and action.help:
-                assert "(default:" in p._get_formatter()._format_action(action), (cli, action.option_strings)
-        assert "usage:" in text
+            if not action.option_strings or action.default is argparse.SUPPRESS or not action.help:
+                continue
+            shown = p._get_formatter()._format_action(action)
+            # A default that says nothing is left out: None (the help says what happens) and an off switch.
+            says_nothing = action.default is None or (action.nargs == 0 and action.default is False)
+            assert says_nothing or "(default:" in shown, (cli, action.option_strings, shown)
+            assert "(default: None)" not in shown and shown.count("(default:") <= 1, shown
+        assert "usage:" in text and "``" not in text and ":class:" not in text  # no raw markup
 
 
 @pytest.mark.parametrize("cli", [*CLIS, "benchmarks.cifar100_continual run", "benchmarks.cifar100_continual plot"])
@@ -90,7 +95,7 @@ def test_help_prints_without_importing_torch(cli):
 
 
 def test_rl_command_line_defaults_and_choices_are_those_of_the_code():
-    from benchmarks.rl import __main__ as cli
+    from benchmarks.rl import cli
     from benchmarks.rl.agent_args import agent_defaults, describe
     from benchmarks.rl.agent_options import options
     from benchmarks.rl.methods import METHODS
@@ -110,7 +115,8 @@ def test_rl_command_line_defaults_and_choices_are_those_of_the_code():
 
 
 def test_overhead_choices_are_those_of_the_code():
-    from benchmarks import overhead, overhead_timing
+    from benchmarks.overhead import cli as overhead
+    from benchmarks.overhead import timing as overhead_timing
 
     assert overhead.CLOCKS == overhead_timing.CLOCKS
     assert tuple(overhead_timing.MODELS) == overhead.MODELS and tuple(overhead_timing.CONFIGS) == overhead.CONFIGS
@@ -136,7 +142,7 @@ def one_line_error(capsys, main, argv):
     ],
 )
 def test_rl_argument_errors_are_one_line_usage_errors(capsys, tmp_path, argv, message):
-    from benchmarks.rl import __main__ as cli
+    from benchmarks.rl import cli
 
     line = one_line_error(capsys, cli.main, [*argv, "--out", str(tmp_path)])
     assert line.startswith("python -m benchmarks.rl: error: ") and message in line
@@ -147,7 +153,7 @@ def test_rl_argument_errors_are_one_line_usage_errors(capsys, tmp_path, argv, me
     [
         (["--reset-every", "0"], "argument --reset-every: must be a positive integer, got '0'"),
         (["--grama-tau", "-1"], "argument --grama-tau: must be a number >= 0, got '-1'"),
-        (["--initial-classes", "200"], "initial_classes"),
+        (["--initial-classes", "200"], "--initial-classes 200 exceeds --max-classes 100"),
     ],
 )
 def test_cifar_argument_errors_are_one_line_usage_errors(capsys, tmp_path, argv, message):
@@ -155,3 +161,31 @@ def test_cifar_argument_errors_are_one_line_usage_errors(capsys, tmp_path, argv,
 
     line = one_line_error(capsys, cli.main, ["run", "--out", str(tmp_path), *argv])
     assert line.startswith("python -m benchmarks.cifar100_continual run: error: ") and message in line
+
+
+def test_a_config_file_holds_the_same_keys_as_the_flags(tmp_path):
+    from benchmarks.rl import cli
+
+    flags = ["--agent", "bro", "--env", "Pendulum-v1", "--methods", "vanilla", "redo", "--steps", "3000"]
+    flags += ["--learning-starts", "500", "--n-quantiles", "8", "--no-checkpoint-buffer", "--out", str(tmp_path)]
+    (tmp_path / "run.yaml").write_text(
+        "agent: bro\nenv: Pendulum-v1\nmethods: [vanilla, redo]\nsteps: 3000\nlearning_starts: 500\n"
+        f"n-quantiles: 8\ncheckpoint_buffer: false\nout: {tmp_path}\n"
+    )
+    from_flags, from_file = cli.parse(flags), cli.parse(["--config", str(tmp_path / "run.yaml")])
+    assert from_file[:2] == from_flags[:2] and from_file[0].agent_args["n_quantiles"] == 8
+    assert from_file[0].checkpoint_buffer is False
+    overridden = cli.parse(["--config", str(tmp_path / "run.yaml"), "--steps", "4000"])[0]  # the command line wins
+    assert overridden.steps == 4000
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("stepz: 10\n", "unknown setting 'stepz' (there is no flag --stepz)"), ("- 1\n", "expected a mapping")],
+)
+def test_a_bad_config_file_is_a_usage_error(capsys, tmp_path, text, message):
+    from benchmarks.random_labels import cli
+
+    (tmp_path / "run.yaml").write_text(text)
+    line = one_line_error(capsys, cli.parse_args, ["--config", str(tmp_path / "run.yaml")])
+    assert line.startswith("python -m benchmarks.random_labels: error: --config ") and message in line

@@ -14,9 +14,9 @@ import torch
 from helpers import trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from rl_helpers import make
 
-from benchmarks.rl import __main__ as cli
-from benchmarks.rl import perf, plot
+from benchmarks.rl import cli, perf, plot
 from benchmarks.rl.envs import make_env
 from benchmarks.rl.evaluation import Evaluation, evaluate
 from benchmarks.rl.methods import method_callbacks, monitors, resetting
@@ -33,7 +33,7 @@ def tiny_sac(**kwargs) -> SAC:
         env_id="Pendulum-v1", total_steps=300, learning_starts=100, batch_size=32, actor_net=TINY, critic_net=TINY
     )
     defaults.update(kwargs)
-    return SAC(**defaults)
+    return make(SAC, **defaults)
 
 
 def fit(agent, callbacks=(), **kwargs) -> pl.Trainer:
@@ -61,8 +61,8 @@ def test_counters_follow_the_replay_ratio_and_global_step_counts_every_optimizer
     replay_ratio, num_envs, learning_starts
 ):
     torch.manual_seed(0)
-    agent = CountActs(
-        env_id="Pendulum-v1",
+    agent = make(
+        CountActs,
         total_steps=300,
         learning_starts=learning_starts,
         replay_ratio=replay_ratio,
@@ -232,7 +232,7 @@ def test_runner_writes_logs_summary_checkpoint_and_the_plot(tmp_path):
     summaries = cli.main(args)
     assert [s["method"] for s in summaries] == ["vanilla", "regrama"]
     for method in ("vanilla", "regrama"):
-        folder = tmp_path / "Pendulum-v1" / method / "seed0"
+        folder = tmp_path / "Pendulum-v1" / "sac" / method / "seed0"
         summary = json.loads((folder / "summary.json").read_text())
         assert summary["env_steps"] == 300 and summary["updates"] == 201
         assert summary["reset_events"] == (2 if method == "regrama" else 0)
@@ -264,8 +264,8 @@ def test_bad_arguments_raise_clear_errors():
         tiny_sac(replay_ratio=0)
     with pytest.raises(ValueError, match="`buffer_size=50` must hold at least"):
         tiny_sac(buffer_size=50)
-    with pytest.raises(ValueError, match="`tau` must be in"):
-        tiny_sac(tau=0)
+    with pytest.raises(ValueError, match="`target_tau` must be in"):
+        tiny_sac(target_tau=0)
     with pytest.raises(ValueError, match="`activation` must be one of"):
         NetworkConfig(activation="elu")
     with pytest.raises(ValueError, match="dmc"):
@@ -278,8 +278,8 @@ def test_sac_and_its_callbacks_from_a_lightning_cli_command_line(monkeypatch):
     from lightning.pytorch.cli import LightningCLI
 
     monkeypatch.setattr("sys.argv", ["train.py"])  # the arguments below stand for the command line
-    args = ["--model.env_id=Pendulum-v1", "--model.total_steps=150", "--model.learning_starts=50"]
-    args += ["--model.batch_size=16", "--model.critic_net.width=24", "--model.critic_net.activation=mish"]
+    args = ["--model.env_id=Pendulum-v1", "--model.loop.total_steps=150", "--model.loop.learning_starts=50"]
+    args += ["--model.loop.batch_size=16", "--model.critic_net.width=24", "--model.critic_net.activation=mish"]
     args += ["--model.critic_net.layer_norm=true", "--model.actor_net.residual=true", "--trainer.logger=false"]
     args += ["--trainer.callbacks+=regrama_lightning.ReGraMa", "--trainer.callbacks.include=[critic.*]"]
     args += ["--trainer.callbacks.step_attribute=env_steps", "--trainer.callbacks.reset_every_n_steps=50"]
@@ -310,14 +310,14 @@ def test_runner_can_keep_outgoing_weights_in_a_run_of_its_own(tmp_path):
     args += ["--batch-size", "16", "--width", "16", "--eval-every", "200", "--eval-episodes", "1", "--log-every", "50"]
     args += ["--reset-every", "50", "--keep-outgoing", "--out", str(tmp_path), "--no-progress", "--accelerator", "cpu"]
     (summary,) = cli.main(args)
-    saved = json.loads((tmp_path / "Pendulum-v1" / "regrama-keep" / "seed0" / "summary.json").read_text())
+    saved = json.loads((tmp_path / "Pendulum-v1" / "sac" / "regrama-keep" / "seed0" / "summary.json").read_text())
     assert saved == json.loads(json.dumps(summary)) and saved["config"]["zero_outgoing"] is False
     assert saved["reset_events"] == 3  # after critic updates 50, 100 and 150 (151 updates)
 
 
 def test_target_critics_follow_by_polyak_averaging():
     torch.manual_seed(0)
-    agent = tiny_sac(tau=0.25)
+    agent = tiny_sac(target_tau=0.25)
     with torch.no_grad():
         for p in agent.critic.parameters():
             p.add_(1.0)  # critics and targets now differ

@@ -10,10 +10,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from helpers import trainer
+from rl_helpers import make
 from torch import nn
 
-from benchmarks.rl import __main__ as cli
-from benchmarks.rl import perf
+from benchmarks.rl import cli, perf
 from benchmarks.rl.bro import BRO, BroNetBlock, bro_net, quantile_huber_loss
 from benchmarks.rl.dacer import DACER, cosine_schedule
 from benchmarks.rl.gmm import gmm_entropy
@@ -27,13 +27,13 @@ SMALL = NetworkConfig(width=32, depth=2)
 def tiny_bro(**kwargs) -> BRO:
     defaults = dict(env_id="Pendulum-v1", total_steps=200, learning_starts=100, batch_size=16, n_quantiles=8)
     defaults |= dict(actor_net=bro_net(1, 32), critic_net=bro_net(1, 32), replay_ratio=1.0)
-    return BRO(**(defaults | kwargs))
+    return make(BRO, **(defaults | kwargs))
 
 
 def tiny_dacer(**kwargs) -> DACER:
     defaults = dict(env_id="Pendulum-v1", total_steps=200, learning_starts=100, batch_size=16, diffusion_steps=5)
     defaults |= dict(actor_net=SMALL, critic_net=SMALL, entropy_samples=16, entropy_states=4, alpha_every=25)
-    return DACER(**(defaults | kwargs))
+    return make(DACER, **(defaults | kwargs))
 
 
 MAKERS = {"bro": tiny_bro, "dacer": tiny_dacer}
@@ -286,7 +286,7 @@ def test_registry_knows_the_agents_and_refuses_bad_entries():
 def test_every_agent_hyperparameter_is_a_command_line_option_with_its_default(capsys):
     config, *_ = cli.parse(["--agent", "bro", "--critic-net-depth", "4", "--n-quantiles", "50", "--optimism", "1"])
     assert config.agent_args["critic_net"] == bro_net(4) and config.agent_args["actor_net"] == bro_net(1)
-    assert config.agent_args["n_quantiles"] == 50 and config.agent_args["batch_size"] == 128
+    assert config.agent_args["n_quantiles"] == 50 and config.agent_args["loop"].batch_size == 128
     config, *_ = cli.parse(["--agent", "dacer", "--diffusion-steps", "8", "--width", "64"])
     assert config.agent_args["diffusion_steps"] == 8 and config.agent_args["actor_net"].width == 64
     with pytest.raises(SystemExit):
@@ -305,19 +305,21 @@ def test_a_short_run_names_learning_starts_when_it_exceeds_the_steps(capsys):
 
 
 @pytest.mark.parametrize("name", ["bro", "dacer"])
-def test_runner_trains_each_agent_and_resets_critic_and_actor(tmp_path, name):
+def test_runner_trains_each_agent_and_resets_critic_and_actor(tmp_path, name, capsys):
     args = ["--agent", name, "--env", "Pendulum-v1", "--methods", "regrama", "--steps", "200"]
     args += ["--learning-starts", "100", "--batch-size", "16", "--width", "16", "--eval-every", "200"]
     args += ["--eval-episodes", "1", "--log-every", "50", "--reset-every", "50", "--replay-ratio", "1"]
     args += ["--out", str(tmp_path), "--no-progress", "--accelerator", "cpu"]
     args += ["--n-quantiles", "4"] if name == "bro" else ["--diffusion-steps", "3", "--entropy-samples", "8"]
     (summary,) = cli.main(args)
-    saved = json.loads((tmp_path / "Pendulum-v1" / "regrama" / "seed0" / "summary.json").read_text())
+    saved = json.loads((tmp_path / "Pendulum-v1" / name / "regrama" / "seed0" / "summary.json").read_text())
     assert saved["agent"] == name and saved["networks"] == ["critic", "actor"]
     assert saved["updates"] == 101 and saved["reset_events"] == 4  # before updates 50 and 100, two networks
     assert summary["final_eval_return"] == saved["final_eval_return"]
-    with pytest.raises(ValueError, match="not networks of"):
+    with pytest.raises(SystemExit) as refused:  # a usage error, before the run folder is made
         cli.main([*args, "--networks", "critic", "policy", "--out", str(tmp_path / "other")])
+    assert refused.value.code == 2 and not (tmp_path / "other").exists()
+    assert "--networks ['policy'] are not networks of" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", ["bro", "dacer"])

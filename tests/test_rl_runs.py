@@ -12,8 +12,8 @@ from helpers import CtrlC, sigint_restored
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from benchmarks import runs
-from benchmarks.rl import __main__ as cli
+from benchmarks.harness import runs
+from benchmarks.rl import cli
 from benchmarks.rl.plot import read_series
 from benchmarks.rl.runner import run
 
@@ -47,7 +47,7 @@ def test_a_run_interrupted_by_ctrl_c_resumes_with_the_same_counters_buffer_sched
     config, _, _, _, control = cli.parse([*ARGS, "--out", str(out)])
     with pytest.raises(SystemExit):  # Lightning's graceful Ctrl-C: on_exception hooks, teardown, exit(1)
         run(config, "regrama", 0, control, extra_callbacks=[ctrl_c_at(250)])
-    folder = out / "Pendulum-v1" / "regrama" / "seed0"
+    folder = out / "Pendulum-v1" / "sac" / "regrama" / "seed0"
     assert runs.read_run(folder)["status"] == "interrupted" and not (folder / "summary.json").exists()
     saved = torch.load(folder / "last.ckpt", weights_only=True)
     resumed_at = saved["off_policy_agent"]["env_steps"]
@@ -63,7 +63,7 @@ def test_a_run_interrupted_by_ctrl_c_resumes_with_the_same_counters_buffer_sched
     assert resumed["evaluations"][0] == full["evaluations"][0]  # the evaluation before the interruption is kept
     assert resumed["resumes"] == 1 and runs.is_complete(folder)
     # The buffer: the first 200 transitions are the uninterrupted run's (the same seed, saved in the checkpoint).
-    a = torch.load(tmp_path / "full" / "Pendulum-v1" / "regrama" / "seed0" / "last.ckpt", weights_only=True)
+    a = torch.load(tmp_path / "full" / "Pendulum-v1" / "sac" / "regrama" / "seed0" / "last.ckpt", weights_only=True)
     b = torch.load(folder / "last.ckpt", weights_only=True)
     buffer_a, buffer_b = a["off_policy_agent"]["buffer"], b["off_policy_agent"]["buffer"]
     assert buffer_a["size"] == buffer_b["size"] == 400
@@ -75,7 +75,7 @@ def test_a_run_interrupted_by_ctrl_c_resumes_with_the_same_counters_buffer_sched
     assert grama_a == grama_b
     # The logs: every value once, at the steps of the uninterrupted run (nothing of the interrupted attempt after
     # its checkpoint), in the CSV file and in TensorBoard.
-    full_folder = tmp_path / "full" / "Pendulum-v1" / "regrama" / "seed0"
+    full_folder = tmp_path / "full" / "Pendulum-v1" / "sac" / "regrama" / "seed0"
     for key in ("train/critic_loss", "eval/return", "reset/neurons", "grama/ratio"):
         steps_a, _ = read_series(full_folder / "metrics.csv", key)
         steps_b, _ = read_series(folder / "metrics.csv", key)
@@ -86,8 +86,10 @@ def test_a_run_interrupted_by_ctrl_c_resumes_with_the_same_counters_buffer_sched
 
 def test_reruns_are_keyed_on_the_full_settings_and_never_mix_logs(tmp_path, capsys):
     args = [*ARGS, "--steps", "200", "--out", str(tmp_path)]
-    folder = tmp_path / "Pendulum-v1" / "regrama" / "seed0"
+    folder = tmp_path / "Pendulum-v1" / "sac" / "regrama" / "seed0"
     first = cli.main(args)[0]
+    printed = capsys.readouterr().out  # --no-progress: one line per evaluation instead of a bar
+    assert "Pendulum-v1: 200 environment steps, evaluation return" in printed and "GraMa ratio 0." in printed
     events = sorted((folder / "tensorboard").glob("events.out.tfevents.*"))
     assert cli.main(args)[0] == first  # done: skipped, nothing written
     assert "done before with these settings, skipped" in capsys.readouterr().out
@@ -108,9 +110,10 @@ def test_reruns_are_keyed_on_the_full_settings_and_never_mix_logs(tmp_path, caps
 def test_hyperparameters_progress_bar_and_buffer_size_are_recorded(tmp_path, capsys):
     args = [a for a in ARGS if a != "--no-progress"]
     summary = cli.main([*args, "--steps", "200", "--out", str(tmp_path)])[0]
-    folder = tmp_path / "Pendulum-v1" / "regrama" / "seed0"
+    folder = tmp_path / "Pendulum-v1" / "sac" / "regrama" / "seed0"
     assert "sac regrama seed0 Pendulum-v1" in capsys.readouterr().out  # the progress bar names the run
-    assert summary["buffer_size"] == 200 and summary["config"]["agent_args"]["buffer_size"] == 1_000_000  # used/asked
+    asked = summary["config"]["agent_args"]["loop"]["buffer_size"]
+    assert summary["buffer_size"] == 200 and asked == 1_000_000  # used / asked
     hparams = yaml.safe_load((folder / "hparams.yaml").read_text())
     assert (hparams["method"], hparams["grama_tau"], hparams["reset_every"]) == ("regrama", 0.01, 50)
     assert hparams["agent_args"]["critic_net"]["width"] == 32 and hparams["agent_args"]["actor_net"]["width"] == 32
@@ -134,10 +137,30 @@ def test_make_demo_writes_only_where_git_ignores(tmp_path):
 
     args = demo.build_parser().parse_args([])
     env = args.env.replace(":", "_")
-    written = [args.runs / env / "regrama" / "seed0" / "summary.json", args.out / f"{env}.csv", args.out / f"{env}.png"]
+    written = [
+        args.runs / env / "sac" / "regrama" / "seed0" / "summary.json",  # run folders: <env>/<agent>/<method>
+        args.out / f"{env}.csv",
+        args.out / f"{env}.png",
+    ]
     assert all(not str(p).startswith("benchmarks/results") for p in written)  # the committed results stay apart
     root = Path(__file__).resolve().parent.parent
     if shutil.which("git") is None or not (root / ".git").exists():
         pytest.skip("not a git checkout")
     done = subprocess.run(["git", "check-ignore", *map(str, written)], cwd=root, capture_output=True, text=True)
     assert done.stdout.split() == [str(p) for p in written]  # every path is ignored
+
+
+def test_the_plot_takes_the_environment_id_as_typed(tmp_path, capsys):
+    from benchmarks.rl import plot
+
+    for agent, method, seed in (("sac", "vanilla", 0), ("sac", "regrama", 0), ("bro", "regrama", 0)):
+        folder = tmp_path / "dmc_cheetah-run" / agent / method / f"seed{seed}"
+        runs.begin(folder, {"agent": agent, "method": method, "seed": seed})
+        rows = ["step,eval/return,grama/ratio,dormant/ratio", "1000,10.5,0.1,0.2", "2000,20.5,0.05,0.3"]
+        (folder / "metrics.csv").write_text("\n".join(rows) + "\n")
+        runs.finish(folder, {})
+    png = plot.main([str(tmp_path / "dmc:cheetah-run")])  # as passed to --env; the folder says dmc_cheetah-run
+    assert png == tmp_path / "dmc_cheetah-run" / "curves.png" and png.stat().st_size > 10_000
+    with pytest.raises(SystemExit) as missing:
+        plot.main([str(tmp_path / "dmc:walker-run")])
+    assert missing.value.code == 2 and "run `python -m benchmarks.rl --out ...` first" in capsys.readouterr().err

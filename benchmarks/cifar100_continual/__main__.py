@@ -1,6 +1,6 @@
-"""``python -m benchmarks.cifar100_continual run|plot ...``."""
+"""``python -m benchmarks.cifar100_continual run|plot ...``: see :mod:`benchmarks.cifar100_continual.cli`."""
 
-from benchmarks.cifar100_continual.cli import main
+from .cli import main
 
 if __name__ == "__main__":
     main()

@@ -15,19 +15,30 @@ interrupted one (Ctrl-C) continues from its last checkpoint with --resume, exact
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from benchmarks.cifar100_continual.config import METHODS, PRESETS, RunConfig
-from benchmarks.cli import (
+from ..harness.cli import (
     HelpFormatter,
+    add_config_flag,
+    command,
     non_negative_float,
     non_negative_int,
+    plain_text,
     positive_float,
     positive_int,
     usage_errors,
+    with_config,
 )
+from ..harness.runs import check_out
+from .config import METHODS, PRESETS, RunConfig
 
-PROG = "python -m benchmarks.cifar100_continual"
+if TYPE_CHECKING:
+    from .data import CIFAR100Continual
+
+PROG = command(__package__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,10 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog=PROG, description=plain_text(__doc__), formatter_class=HelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="{run,plot}")
     run = sub.add_parser("run", help="train runs; writes <out>/<method>/seed<k>/{metrics.csv,summary.json,...}",
-                         description=__doc__, formatter_class=HelpFormatter)  # fmt: skip
+                         description=plain_text(__doc__), formatter_class=HelpFormatter)  # fmt: skip
     add = run.add_argument
     add("--preset", choices=sorted(PRESETS), default="paper",
         help="paper: MLP, +1 class every 15 epochs; dohare: ResNet-18, +5 classes every 200 epochs")  # fmt: skip
@@ -47,8 +58,8 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     add("--seeds", "--seed", nargs="+", type=non_negative_int, default=[0], help="seeds to run")
     add("--data-dir", type=Path, default=Path("data"), help="folder holding cifar-100-python/")
     add("--download", action="store_true", help="download CIFAR-100 with torchvision (needs internet)")
-    add("--no-verify-integrity", dest="verify_integrity", action="store_false",
-        help="skip torchvision's md5 check (only for files you made yourself)")  # fmt: skip
+    add("--verify-integrity", action=argparse.BooleanOptionalAction, default=True,
+        help="check the files' md5 sums (--no-verify-integrity: only for files you made yourself)")  # fmt: skip
     add("--out", type=Path, default=None, help="results folder (default: runs/cifar100_<preset>)")
     control = run.add_mutually_exclusive_group()
     control.add_argument("--resume", action="store_true",
@@ -60,8 +71,9 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     add("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed on a GPU")
     add("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     add("--estimate-only", action="store_true", help="print the cost estimate and stop")
-    add("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    group = run.add_argument_group("overrides of the preset (default: the preset's value)")
+    add("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
+    add_config_flag(run)
+    group = run.add_argument_group("overrides of the preset (default: the preset's value, shown per preset)")
     for flag, kind, text in (
         ("--max-classes", positive_int, "classes in the run (quick runs: e.g. 10)"),
         ("--initial-classes", positive_int, "classes at epoch 0"),
@@ -78,10 +90,14 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         ("--reset-every", positive_int, "reset every N steps instead of at each class addition"),
         ("--log-every", positive_int, "measure the ratios every N steps"),
     ):
-        group.add_argument(flag, type=kind, default=None, help=text)
-    group.add_argument("--optimizer", choices=["sgd", "adam"], default=None, help="optimizer")
-    group.add_argument("--widths", type=positive_int, nargs="+", default=None, help="MLP hidden widths")
-    group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None, help="crop/flip/rotation")
+        group.add_argument(flag, type=kind, default=None, help=text + preset_values(flag))
+    group.add_argument(
+        "--optimizer", choices=["sgd", "adam"], default=None, help="optimizer" + preset_values("--optimizer")
+    )
+    group.add_argument("--widths", type=positive_int, nargs="+", default=None,
+                       help="MLP hidden widths" + preset_values("--widths"))  # fmt: skip
+    group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                       help="crop/flip/rotation" + preset_values("--augment"))  # fmt: skip
 
     plot = sub.add_parser("plot", help="draw Fig. 5 right (accuracy and GraMa ratio per epoch) from a results folder",
                           formatter_class=HelpFormatter)  # fmt: skip
@@ -95,13 +111,42 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     return p, {"run": run, "plot": plot}
 
 
+def measured_every_epoch(cfg: RunConfig, dm: CIFAR100Continual) -> RunConfig:
+    """``cfg`` with a measuring period no longer than the shortest epoch, so that every epoch has its ratios.
+
+    The first epochs (fewest classes) are the shortest; a ``log_every`` above their step count would leave their
+    ``grama_ratio`` and ``dormant_ratio`` empty. The period is then lowered to that count, and the run says so.
+    """
+    first = math.ceil(dm.size("train", dm.schedule.classes_at(0)) / dm.batch_size)
+    if cfg.log_every <= first:
+        return cfg
+    print(f"measuring the ratios every {first} steps, not every {cfg.log_every} (--log-every): the first epochs "
+          f"have only {first} training steps, and every epoch gets a measured value")  # fmt: skip
+    return cfg.override(log_every=first)
+
+
+def preset_values(flag: str) -> str:
+    """`` (paper: 15, dohare: 200)``: what each preset sets for ``flag`` (the override's default).
+
+    Example:
+        >>> preset_values("--epochs-per-increment")
+        ' (dohare: 200, paper: 15)'
+    """
+    name = flag.removeprefix("--").replace("-", "_")
+    values = {p: getattr(cfg, name) for p, cfg in sorted(PRESETS.items())}
+    shown = {
+        p: "none" if v is None else " ".join(map(str, v)) if isinstance(v, tuple) else v for p, v in values.items()
+    }
+    return " (" + ", ".join(f"{p}: {v}" for p, v in shown.items()) + ")"
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The preset with the command line's overrides, checked by building a datamodule and a model.
 
     Raises:
         ValueError: On an invalid combination, naming the parameter.
     """
-    from benchmarks.cifar100_continual.methods import make_method
+    from .methods import make_method
 
     cfg = PRESETS[args.preset].override(
         max_classes=args.max_classes,
@@ -131,9 +176,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def main(argv: list[str] | None = None) -> None:
     """Parse, check the settings and every run folder of the grid, estimate the cost, then run or plot."""
     parser, subcommands = _parsers()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        argv = ["run", *with_config(subcommands["run"], argv[1:])]
     args = parser.parse_args(argv)
     if args.command == "plot":
-        from benchmarks.cifar100_continual.plot import plot_results
+        from .plot import plot_results
 
         with usage_errors(subcommands["plot"], FileNotFoundError, ValueError):
             path = plot_results(args.results, args.out, args.metrics, args.spread, args.smooth,
@@ -141,30 +189,35 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {path}")
         return
     run_parser = subcommands["run"]  # its errors print its own usage line
-    with usage_errors(run_parser):
-        cfg = config_from_args(args)
-    import lightning.pytorch as pl
-    import torch
-
-    from benchmarks import runs
-    from benchmarks.cifar100_continual import runner
-    from benchmarks.cifar100_continual.data import load_cifar100
-    from benchmarks.common import prepare
-
     out = args.out or Path("runs") / f"cifar100_{args.preset}"
-    control = runs.RunControl(args.resume, args.overwrite, args.checkpoint_every)
-    grid = [(m, s) for m in args.methods for s in args.seeds]
-    folders = {(m, s): out / m / f"seed{s}" for m, s in grid}
-    with usage_errors(run_parser):  # every folder is checked before anything trains
-        plans = {k: runs.decide(folders[k], runner.run_settings(cfg, *k, args.precision), control) for k in grid}
-    prepare(args.threads or torch.get_num_threads())
-    try:
+    # Every check before training, as one-line usage errors naming flags; the datamodule says total_classes.
+    with usage_errors(
+        run_parser, ValueError, FileNotFoundError, RuntimeError, aliases={"total_classes": "max_classes"}
+    ):
+        check_out(out)
+        cfg = config_from_args(args)
+        import lightning.pytorch as pl
+        import torch
+
+        from ..harness import runs
+        from ..harness.devices import check_accelerator
+        from ..harness.process import prepare
+        from . import runner
+        from .data import load_cifar100
+
+        check_accelerator(args.accelerator)
+        control = runs.RunControl(args.resume, args.overwrite, args.checkpoint_every)
+        grid = [(m, s) for m in args.methods for s in args.seeds]
+        folders = {(m, s): out / m / f"seed{s}" for m, s in grid}
+        for k in grid:  # a folder that holds another run is refused before the data is loaded
+            runs.decide(folders[k], runner.run_settings(cfg, *k, args.precision), control)
+        prepare(args.threads or torch.get_num_threads())
         source = load_cifar100(args.data_dir, args.download, args.verify_integrity)
-    except (FileNotFoundError, RuntimeError) as error:
-        raise SystemExit(f"error: {error}") from None
-    device = pl.Trainer(accelerator=args.accelerator, devices=1, logger=False).strategy.root_device
-    dm = cfg.datamodule("", args.seeds[0], source=source)
-    dm.build(device)
+        device = pl.Trainer(accelerator=args.accelerator, devices=1, logger=False).strategy.root_device
+        dm = cfg.datamodule("", args.seeds[0], source=source)
+        dm.build(device)  # checks that the data fits the settings (classes, images per class)
+        cfg = measured_every_epoch(cfg, dm)
+        plans = {k: runs.decide(folders[k], runner.run_settings(cfg, *k, args.precision), control) for k in grid}
     schedule = dm.schedule
     print(
         f"Class-incremental CIFAR-100 ({args.preset} preset): {cfg.model} "

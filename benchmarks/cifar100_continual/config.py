@@ -8,11 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-if TYPE_CHECKING:
-    from benchmarks.cifar100_continual.data import Cifar100Arrays, CIFAR100Continual
-    from benchmarks.cifar100_continual.models import IncrementalClassifier
+from ..harness.methods import method_names
 
-METHODS = ("vanilla", "redo", "regrama", "fresh")  # see methods.py
+if TYPE_CHECKING:
+    from .data import Cifar100Arrays, CIFAR100Continual
+    from .models import IncrementalClassifier
+
+METHODS = method_names("cifar100_continual")
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class RunConfig:
 
     def datamodule(self, data_dir: str, seed: int, source: Cifar100Arrays | None = None) -> CIFAR100Continual:
         """The run's datamodule (``source``: arrays already loaded, shared by the runs of a grid)."""
-        from benchmarks.cifar100_continual.data import CIFAR100Continual
+        from .data import CIFAR100Continual
 
         return CIFAR100Continual(
             data_dir,
@@ -67,7 +69,7 @@ class RunConfig:
 
     def model_instance(self) -> IncrementalClassifier:
         """A freshly initialised model (uses the global RNG: seed it first)."""
-        from benchmarks.cifar100_continual.models import MLPClassifier, ResNet18Classifier
+        from .models import MLPClassifier, ResNet18Classifier
 
         common = dict(
             num_classes=self.max_classes,

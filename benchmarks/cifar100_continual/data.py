@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from torch.nn import functional as F  # noqa: N812
 from torchvision.datasets import CIFAR100
 from torchvision.datasets.utils import check_integrity
 
-from benchmarks.cifar100_continual.schedule import ClassSchedule
+from .schedule import ClassSchedule
 
 # Per-channel statistics of the CIFAR-100 training set, as Dohare et al. normalise with.
 MEAN = (0.5071, 0.4865, 0.4409)
@@ -62,6 +63,29 @@ def read_split(folder: Path, split: str) -> tuple[Tensor, Tensor]:
     return images, labels
 
 
+def _download(root: Path) -> None:
+    """Torchvision's download, extraction and md5 check; a failed download leaves nothing it made behind.
+
+    Raises:
+        RuntimeError: When the archive cannot be fetched (offline, a proxy, a server error), naming the URL.
+    """
+    made = [p for p in (root, *root.parents) if not p.exists()]
+    before = set(root.iterdir()) if root.exists() else set()
+    try:
+        CIFAR100(str(root), train=True, download=True)
+    except OSError as error:  # URLError, connection and socket errors are OSErrors
+        for path in set(root.iterdir()) - before if root.exists() else ():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        for path in made:  # innermost first: the folders this attempt created
+            if path.exists() and not any(path.iterdir()):
+                path.rmdir()
+        reason = getattr(error, "reason", error)
+        raise RuntimeError(
+            f"--download could not fetch {CIFAR100.url} ({reason}). On a machine without internet access, download "
+            f"it elsewhere and extract it into --data-dir {root} so that {root / FOLDER}/train exists."
+        ) from None
+
+
 def load_cifar100(data_dir: str | Path, download: bool = False, verify_integrity: bool = True) -> Cifar100Arrays:
     """Load CIFAR-100 from ``<data_dir>/cifar-100-python/``.
 
@@ -77,12 +101,12 @@ def load_cifar100(data_dir: str | Path, download: bool = False, verify_integrity
 
     Raises:
         FileNotFoundError: When a file is missing, naming the expected path and how to get the data.
-        RuntimeError: When a file fails the md5 check.
+        RuntimeError: When a file fails the md5 check, or the download fails.
     """
     root = Path(data_dir).expanduser()
     folder = root / FOLDER
     if download:
-        CIFAR100(str(root), train=True, download=True)  # torchvision's own download, extraction and md5 check
+        _download(root)
     missing = [name for name in FILES if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(
@@ -317,8 +341,8 @@ class CIFAR100Continual(pl.LightningDataModule):
         if int(counts.min()) <= self.val_per_class:
             short = int(counts.argmin())
             raise ValueError(
-                f"class {self.order[short]} has {int(counts[short])} training images, not more than "
-                f"val_per_class={self.val_per_class}; lower val_per_class."
+                f"`val_per_class={self.val_per_class}` holds out every training image of class {self.order[short]} "
+                f"(it has {int(counts[short])}); lower `val_per_class` below the smallest class's count."
             )
         # Sort by (class position, seeded random key): each class's images are then a block in random order,
         # and the first val_per_class of each block are its hold-out.

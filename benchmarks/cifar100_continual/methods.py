@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 
 import lightning.pytorch as pl
 
-from benchmarks.cifar100_continual.config import METHODS
-from benchmarks.cifar100_continual.schedule import ClassSchedule
-from benchmarks.common import method_monitors
 from regrama_lightning import NeuronReset, ReDo, ReGraMa
+
+from ..harness.methods import METHODS as METHOD_INFO
+from ..harness.monitors import extra_callbacks, method_monitors
+from .config import METHODS
+from .schedule import ClassSchedule
 
 __all__ = ["METHODS", "FreshStart", "Method", "ResetAtClassAdditions", "TaskLRSchedule", "make_method"]
 
@@ -150,8 +152,10 @@ def make_method(
     period = reset_every_n_steps
     grama, dormant = method_monitors(name, period, grama_tau, redo_tau, log_every_n_steps=log_every_n_steps, seed=seed)
     callbacks: list[pl.Callback] = [grama, dormant]
-    if name in ("regrama", "redo") and period is None:
-        callbacks.insert(0, ResetAtClassAdditions(schedule, [grama if name == "regrama" else dormant]))
+    resets = METHOD_INFO[name].resets
+    if resets is not None and period is None:
+        callbacks.insert(0, ResetAtClassAdditions(schedule, [grama if resets == "grama" else dormant]))
     if name == "fresh":
         callbacks.insert(0, FreshStart(schedule))
+    callbacks += extra_callbacks(name, seed=seed)
     return Method(name, grama, dormant, callbacks)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
-from benchmarks.cifar100_continual.data import EVAL_SETS
+from .data import EVAL_SETS
 
 OptimizerName = Literal["sgd", "adam"]
 

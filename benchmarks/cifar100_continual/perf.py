@@ -24,14 +24,14 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.cifar100_continual.config import PRESETS
-from benchmarks.cli import make_parser, positive_int
+from ..harness.cli import command, make_parser, positive_int
+from .config import PRESETS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments; the model and batch size default to the paper preset's."""
     preset = PRESETS["paper"]
-    p = make_parser("python -m benchmarks.cifar100_continual.perf", __doc__)
+    p = make_parser(command(__package__, "perf"), __doc__)
     p.add_argument(
         "--classes", type=positive_int, nargs="+", default=[10, 100], help="class counts to time an epoch at"
     )
@@ -55,8 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Time the epochs and print (and optionally write) the results."""
     args = parse_args(argv)
-    from benchmarks.cifar100_continual.timing import measure
-    from benchmarks.common import prepare
+    from ..harness.process import prepare
+    from .timing import measure
 
     prepare(args.threads)
     print(

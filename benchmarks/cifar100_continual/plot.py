@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cifar100_continual.config import METHODS
-from benchmarks.runs import is_complete
+from ..harness.runs import is_complete
+from .config import METHODS
 
 # The paper's colours: vanilla grey, ReDo pink, ReGraMa orange; the fresh-network reference blue.
 COLORS = {"vanilla": "tab:gray", "redo": "tab:pink", "regrama": "tab:orange", "fresh": "tab:blue"}
@@ -43,7 +43,7 @@ def load_results(
 
     Args:
         root: A results folder.
-        include_incomplete: Also load runs that have not finished (``benchmarks.runs.is_complete``).
+        include_incomplete: Also load runs that have not finished (``benchmarks.harness.runs.is_complete``).
 
     Returns:
         The runs' metrics, and the folders of the incomplete runs (loaded or not).

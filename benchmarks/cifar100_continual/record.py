@@ -12,7 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import Logger
 
-from benchmarks.cifar100_continual.schedule import ClassSchedule
+from .schedule import ClassSchedule
 
 # Fixed columns of metrics.csv; per-layer ratios (``grama/<layer>``, ``dormant/<layer>``) follow them.
 COLUMNS = (

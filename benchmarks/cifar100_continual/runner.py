@@ -22,15 +22,15 @@ from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 from tqdm.auto import tqdm
 
-from benchmarks import runs
-from benchmarks.checkpointing import PeriodicCheckpoint, RandomState, tensorboard_resume_kwargs
-from benchmarks.cifar100_continual.config import RunConfig
-from benchmarks.cifar100_continual.data import EVAL_SETS, Cifar100Arrays, CIFAR100Continual
-from benchmarks.cifar100_continual.methods import TaskLRSchedule, make_method
-from benchmarks.cifar100_continual.models import IncrementalClassifier
-from benchmarks.cifar100_continual.record import EpochRecorder
-from benchmarks.hparams import LogHyperparams
-from benchmarks.runs import RunControl
+from ..harness import runs
+from ..harness.checkpointing import PeriodicCheckpoint, RandomState, tensorboard_resume_kwargs
+from ..harness.hparams import LogHyperparams
+from ..harness.runs import RunControl
+from .config import RunConfig
+from .data import EVAL_SETS, Cifar100Arrays, CIFAR100Continual
+from .methods import TaskLRSchedule, make_method
+from .models import IncrementalClassifier
+from .record import EpochRecorder
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def duration(seconds: float) -> str:
 
 
 def run_settings(cfg: RunConfig, method: str, seed: int, precision: str = "32-true") -> dict[str, Any]:
-    """Everything that defines a run's result: the key of its folder (see :mod:`benchmarks.runs`)."""
+    """Everything that defines a run's result: the key of its folder (see :mod:`benchmarks.harness.runs`)."""
     return {"config": dataclasses.asdict(cfg), "method": method, "seed": seed, "precision": precision}
 
 
@@ -167,7 +167,7 @@ def run_one(
 
     Writes into ``out``: ``run.json`` (settings and status), ``metrics.csv``, ``hparams.yaml``, ``tensorboard/``,
     ``last.ckpt`` (every ``control.checkpoint_every`` epochs, default 1) and, at the end, ``summary.json``. A
-    folder that already holds a run is skipped, resumed or refused as :func:`benchmarks.runs.begin` decides.
+    folder that already holds a run is skipped, resumed or refused as :func:`benchmarks.harness.runs.begin` decides.
 
     Args:
         cfg: The run settings.
@@ -187,7 +187,7 @@ def run_one(
         The summary (also written to ``out/summary.json``).
 
     Raises:
-        benchmarks.runs.RunFolderError: When ``out`` holds another or an incomplete run that ``control`` does
+        benchmarks.harness.runs.RunFolderError: When ``out`` holds another or an incomplete run that ``control`` does
             not allow touching.
     """
     control = control or RunControl()

@@ -46,7 +46,7 @@ class ClassSchedule:
         if self.initial_classes > self.total_classes:
             raise ValueError(
                 f"`initial_classes={self.initial_classes}` exceeds `total_classes={self.total_classes}`; "
-                "lower initial_classes or raise total_classes (max_classes)."
+                "lower `initial_classes` or raise `total_classes`."
             )
 
     @property

@@ -11,10 +11,10 @@ import lightning.pytorch as pl
 import torch
 from torch.nn import functional as F  # noqa: N812
 
-from benchmarks.cifar100_continual.config import PRESETS
-from benchmarks.cifar100_continual.data import Cifar100Arrays, CIFAR100Continual
-from benchmarks.cifar100_continual.methods import make_method
-from benchmarks.cifar100_continual.models import MLPClassifier
+from .config import PRESETS
+from .data import Cifar100Arrays, CIFAR100Continual
+from .methods import make_method
+from .models import MLPClassifier
 
 
 def synthetic_arrays(

@@ -31,10 +31,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from benchmarks.rl.envs import make_env
-from benchmarks.rl.loop import Collector, ReplayLoop
-from benchmarks.rl.networks import NetworkConfig
-from benchmarks.rl.replay import ReplayBuffer, Transition
+from .config import LoopConfig
+from .envs import make_env
+from .loop import Collector, ReplayLoop
+from .networks import NetworkConfig
+from .replay import ReplayBuffer, Transition
 
 
 def _as_is(batch: Transition) -> Transition:
@@ -81,16 +82,6 @@ def check_hyperparameters(
             raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
 
 
-def _check_positive(name: str, value: Any, fix: str, integer: bool = True, allow_zero: bool = False) -> None:
-    kind = int if integer else (int, float)
-    ok = isinstance(value, kind) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        what = "integer" if integer else "number"
-        raise ValueError(
-            f"`{name}` must be a {'non-negative' if allow_zero else 'positive'} {what}, got {value!r}; {fix}."
-        )
-
-
 class OffPolicyAgent(pl.LightningModule, ABC):
     """An agent trained from a replay buffer that its own environment loop fills.
 
@@ -102,15 +93,8 @@ class OffPolicyAgent(pl.LightningModule, ABC):
 
     Args:
         env_id: A gymnasium id (``"HalfCheetah-v5"``) or ``"dmc:<domain>-<task>"`` (``"dmc:dog-walk"``).
-        total_steps: Environment steps to train for; the epoch, and the fit, end there.
-        learning_starts: Uniformly random actions for this many first steps; no update before the buffer holds
-            this many transitions.
-        replay_ratio: Updates per environment step (fractions accumulate: 0.5 = one update every two steps).
-        batch_size: Transitions per update.
-        buffer_size: Replay capacity (oldest transitions are overwritten).
-        num_envs: Sub-environments stepped together (each step adds ``num_envs`` transitions).
-        seed: Seed of the environments (rank ``r`` of a multi-process run adds ``1000 * r``) and random actions.
-        checkpoint_buffer: Save the replay buffer in checkpoints (see the module docstring).
+        loop: The data-loop settings (steps, learning starts, replay ratio, batch and buffer size, ...); ``None``:
+            the agent's :attr:`LOOP`. A dict of its fields (as checkpoints store it) is accepted too.
 
     Raises:
         ValueError: On an invalid argument or an unknown environment.
@@ -118,48 +102,24 @@ class OffPolicyAgent(pl.LightningModule, ABC):
 
     #: The networks the benchmark resets by default (keys of :meth:`networks`).
     RESET_NETWORKS: ClassVar[tuple[str, ...]] = ("critic",)
+    #: The agent's default loop settings (an agent with other defaults overrides this, not the fields).
+    LOOP: ClassVar[LoopConfig] = LoopConfig()
 
-    def __init__(
-        self,
-        env_id: str = "HalfCheetah-v5",
-        total_steps: int = 1_000_000,
-        learning_starts: int = 5_000,
-        replay_ratio: float = 1.0,
-        batch_size: int = 256,
-        buffer_size: int = 1_000_000,
-        num_envs: int = 1,
-        seed: int = 0,
-        checkpoint_buffer: bool = True,
-    ) -> None:
+    def __init__(self, env_id: str = "HalfCheetah-v5", loop: LoopConfig | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
-        _check_positive("total_steps", total_steps, "the number of environment steps to train for")
-        _check_positive("learning_starts", learning_starts, "use 0 to act with the policy from the start", True, True)
-        _check_positive("replay_ratio", replay_ratio, "e.g. 1 (one update per step) or 0.5", integer=False)
-        _check_positive("batch_size", batch_size, "e.g. 256")
-        _check_positive("num_envs", num_envs, "e.g. 1")
-        _check_positive("buffer_size", buffer_size, "e.g. 1_000_000")
-        if learning_starts >= total_steps:
-            raise ValueError(
-                f"`learning_starts={learning_starts}` is not below `total_steps={total_steps}`: the run would end "
-                "before its first update. Lower learning_starts (--learning-starts on the command line) or raise "
-                "total_steps (--steps)."
-            )
-        if buffer_size < max(learning_starts, batch_size, num_envs):
-            raise ValueError(
-                f"`buffer_size={buffer_size}` must hold at least learning_starts, batch_size and num_envs "
-                f"({max(learning_starts, batch_size, num_envs)}) transitions; raise it."
-            )
+        loop = LoopConfig.of(loop, type(self).LOOP)
         self.env_id = env_id
-        self.total_steps = total_steps
-        self.learning_starts = learning_starts
-        self.replay_ratio = float(replay_ratio)
-        self.batch_size = batch_size
-        self.buffer_size = buffer_size
-        self.num_envs = num_envs
-        self.seed = seed
-        self.checkpoint_buffer = checkpoint_buffer
-        probe = make_env(env_id, seed=seed)  # the networks need the dimensions now, in __init__
+        self.loop = loop
+        self.total_steps = loop.total_steps
+        self.learning_starts = loop.learning_starts
+        self.replay_ratio = float(loop.replay_ratio)
+        self.batch_size = loop.batch_size
+        self.buffer_size = loop.buffer_size
+        self.num_envs = loop.num_envs
+        self.seed = loop.seed
+        self.checkpoint_buffer = loop.checkpoint_buffer
+        probe = make_env(env_id, seed=loop.seed)  # the networks need the dimensions now, in __init__
         self.obs_dim = int(probe.single_observation_space.shape[0])
         self.act_dim = int(probe.single_action_space.shape[0])
         probe.close()
@@ -171,6 +131,8 @@ class OffPolicyAgent(pl.LightningModule, ABC):
         self.collector: Collector | None = None
         self._restored_buffer: dict[str, Any] | None = None
         self._clock: tuple[float, int, int] | None = None
+        self.seconds_before = 0.0  # training time of the attempts before this one, up to their checkpoint
+        self._fit_began: float | None = None
 
     # -- to be defined by the agent -------------------------------------------------------------------------
     @abstractmethod
@@ -212,8 +174,9 @@ class OffPolicyAgent(pl.LightningModule, ABC):
             The configs, in the order given (dicts of fields and ``None`` accepted, see ``NetworkConfig.of``).
         """
         configs = [NetworkConfig.of(v) for v in networks.values()]
-        self.save_hyperparameters(ignore=list(networks), frame=inspect.currentframe().f_back)
+        self.save_hyperparameters(ignore=[*networks, "loop"], frame=inspect.currentframe().f_back)
         self.hparams.update({k: asdict(c) for k, c in zip(networks, configs, strict=True)})
+        self.hparams["loop"] = asdict(self.loop)
         return configs
 
     # -- the data loop ------------------------------------------------------------------------------------
@@ -242,6 +205,16 @@ class OffPolicyAgent(pl.LightningModule, ABC):
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Batches are sampled on the module's device already."""
         return batch
+
+    def on_train_start(self) -> None:
+        """Start the clock of this attempt."""
+        self._fit_began = time.perf_counter()
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall-clock seconds of training, over every attempt of a resumed run (up to the checkpoint it resumed)."""
+        running = time.perf_counter() - self._fit_began if self._fit_began is not None else 0.0
+        return self.seconds_before + running
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Count the update (before it runs, so that checkpoints saved after it include it)."""
@@ -301,6 +274,7 @@ class OffPolicyAgent(pl.LightningModule, ABC):
             "episodes": self.episodes,
             # A batch Lightning fetched ahead is lost with this process: give its credit back.
             "update_credit": self.update_credit + self.batches_drawn - self.updates,
+            "seconds": self.train_seconds,
         }
         if self.checkpoint_buffer and self.collector is not None:
             state["buffer"] = self.collector.buffer.state_dict()
@@ -313,4 +287,5 @@ class OffPolicyAgent(pl.LightningModule, ABC):
         self.update_credit = state["update_credit"]
         self.batches_drawn = self.updates
         self._restored_buffer = state.get("buffer")
+        self.seconds_before = float(state.get("seconds", 0.0))
         self.collector = None

@@ -1,8 +1,10 @@
 """An agent's hyperparameters as command-line options, read from its ``__init__`` signature and type hints.
 
 Every parameter becomes ``--name-with-dashes`` with the agent's own default (shown in ``--help``); a
-:class:`~benchmarks.rl.networks.NetworkConfig` parameter becomes one option per field (``--critic-net-width``).
-Parameters the run itself sets (environment, step budget, seed, checkpointing) are left out.
+:class:`~benchmarks.rl.networks.NetworkConfig` parameter becomes one option per field (``--critic-net-width``),
+the :class:`~benchmarks.rl.config.LoopConfig` one option per field without a prefix (``--batch-size``), with the
+agent's :attr:`~benchmarks.rl.agent.OffPolicyAgent.LOOP` as defaults. What the run itself sets (environment,
+step budget, seed, buffer checkpointing) is left out.
 """
 
 from __future__ import annotations
@@ -18,10 +20,14 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from benchmarks.rl.agent import OffPolicyAgent
-from benchmarks.rl.networks import NetworkConfig
+from ..harness.cli import plain_text
+from .agent import OffPolicyAgent
+from .config import LoopConfig
+from .networks import NetworkConfig
 
-RUN_OWNED = ("env_id", "total_steps", "seed", "checkpoint_buffer")
+RUN_OWNED = ("env_id",)
+#: Loop settings the run sets (``--steps``, ``--seeds``, ``--checkpoint-buffer``), not the agent's options.
+RUN_OWNED_LOOP = ("total_steps", "seed", "checkpoint_buffer")
 
 
 def agent_defaults(agent: type[OffPolicyAgent]) -> dict[str, Any]:
@@ -29,11 +35,12 @@ def agent_defaults(agent: type[OffPolicyAgent]) -> dict[str, Any]:
 
     Example:
         >>> from benchmarks.rl.bro import BRO
-        >>> agent_defaults(BRO)["batch_size"], agent_defaults(BRO)["critic_net"].depth
+        >>> agent_defaults(BRO)["loop"].batch_size, agent_defaults(BRO)["critic_net"].depth
         (128, 2)
     """
     params = inspect.signature(agent.__init__).parameters
-    return {n: p.default for n, p in params.items() if n != "self" and n not in RUN_OWNED}
+    defaults = {n: p.default for n, p in params.items() if n != "self" and n not in RUN_OWNED}
+    return defaults | {"loop": agent.LOOP}
 
 
 def _plain(hint: Any) -> Any:
@@ -51,7 +58,7 @@ def argument_help(cls: type) -> dict[str, str]:
     section = re.search(r"^(?:Args|Attributes):\n(.*?)(?:^\S|\Z)", doc, re.S | re.M)
     helps: dict[str, str] = {}
     for match in re.finditer(r"^ {4}(\w+): (.+?)(?=^ {4}\w+: |\Z)", section.group(1) if section else "", re.S | re.M):
-        text = " ".join(match.group(2).split())
+        text = plain_text(" ".join(match.group(2).split()))
         helps[match.group(1)] = text.split(". ")[0].rstrip(".")
     return helps
 
@@ -80,9 +87,16 @@ def describe(agent: type[OffPolicyAgent]) -> list[dict[str, Any]]:
     helps, net_helps = argument_help(agent), argument_help(NetworkConfig)
     net_hints = typing.get_type_hints(NetworkConfig)
     options = []
+    loop_helps, loop_hints = argument_help(LoopConfig), typing.get_type_hints(LoopConfig)
     for name, default in agent_defaults(agent).items():
         flag = "--" + name.replace("_", "-")
-        if _plain(hints[name]) is NetworkConfig:
+        if name == "loop":
+            for field in dataclasses.fields(LoopConfig):
+                if field.name not in RUN_OWNED_LOOP:
+                    field_flag = "--" + field.name.replace("_", "-")
+                    value, text = getattr(default, field.name), loop_helps.get(field.name, "")
+                    options.append(_option(field_flag, f"agent.loop.{field.name}", loop_hints[field.name], value, text))
+        elif _plain(hints[name]) is NetworkConfig:
             for field in dataclasses.fields(NetworkConfig):
                 dest = f"agent.{name}.{field.name}"
                 text = f"{name}: {net_helps.get(field.name, '')}"
@@ -95,7 +109,7 @@ def describe(agent: type[OffPolicyAgent]) -> list[dict[str, Any]]:
 
 def add_agent_arguments(parser: argparse.ArgumentParser, agent: type[OffPolicyAgent]) -> None:
     """Add one option per hyperparameter of ``agent`` (see :func:`describe`)."""
-    from benchmarks.rl.agent_options import add_options
+    from .agent_options import add_options
 
     add_options(parser, agent.__name__, describe(agent))
 
@@ -105,7 +119,11 @@ def read_agent_arguments(args: argparse.Namespace, agent: type[OffPolicyAgent]) 
     values = vars(args)
     kwargs: dict[str, Any] = {}
     for name, default in agent_defaults(agent).items():
-        if isinstance(default, NetworkConfig):
+        if isinstance(default, LoopConfig):
+            fields = {f.name: values[f"agent.loop.{f.name}"] for f in dataclasses.fields(LoopConfig)
+                      if f.name not in RUN_OWNED_LOOP}  # fmt: skip
+            kwargs[name] = dataclasses.replace(default, **fields)
+        elif isinstance(default, NetworkConfig):
             fields = {f.name: values[f"agent.{name}.{f.name}"] for f in dataclasses.fields(NetworkConfig)}
             kwargs[name] = NetworkConfig(**fields)
         else:
@@ -119,7 +137,7 @@ def write_options(path: str) -> str:
 
     Run ``python -m benchmarks.rl.agent_args`` after changing an agent's signature; a test checks the file.
     """
-    from benchmarks.rl.registry import AGENTS
+    from .registry import AGENTS
 
     text = json.dumps({name: describe(cls) for name, cls in sorted(AGENTS.items())}, indent=1) + "\n"
     Path(path).write_text(text)
@@ -127,6 +145,6 @@ def write_options(path: str) -> str:
 
 
 if __name__ == "__main__":
-    from benchmarks.rl.agent_options import OPTIONS_FILE
+    from .agent_options import OPTIONS_FILE
 
     write_options(sys.argv[1] if len(sys.argv) > 1 else str(OPTIONS_FILE))

@@ -36,9 +36,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
-from benchmarks.rl.agent import Backward, OffPolicyAgent, check_hyperparameters, polyak
-from benchmarks.rl.networks import NetworkConfig, ResidualBlock, SquashedGaussianActor, TwinQ
-from benchmarks.rl.replay import Transition
+from .agent import Backward, OffPolicyAgent, check_hyperparameters, polyak
+from .config import LoopConfig
+from .networks import NetworkConfig, ResidualBlock, SquashedGaussianActor, TwinQ
+from .replay import Transition
 
 BroNetBlock = ResidualBlock  # Table 1: Linear, LayerNorm, ReLU, Linear, LayerNorm, residual add
 BRO_RESET_STEPS: tuple[int, ...] = (15_000, 50_000, 250_000, 500_000, 750_000)
@@ -81,19 +82,12 @@ class BRO(OffPolicyAgent):
     """BRO-net on a continuous-control task (see the module docstring for every component).
 
     Args:
-        env_id: See :class:`~benchmarks.rl.agent.OffPolicyAgent` for this and the next eight arguments.
-        total_steps: Environment steps to train for.
-        learning_starts: Random steps first; no update before the buffer holds this many transitions.
-        replay_ratio: Updates per environment step (paper: 2).
-        batch_size: Transitions per update (paper: 128).
-        buffer_size: Replay capacity.
-        num_envs: Sub-environments stepped together.
-        seed: Seed of the environments.
-        checkpoint_buffer: Save the replay buffer in checkpoints.
+        env_id: The task (see :class:`~benchmarks.rl.agent.OffPolicyAgent`).
+        loop: Data-loop settings (:class:`~benchmarks.rl.config.LoopConfig`); ``None``: :attr:`LOOP`.
         actor_net: Actor trunk (paper: one BroNetBlock of 256).
         critic_net: Trunk of each critic (paper: two BroNetBlocks of 256).
         gamma: Discount.
-        tau: Polyak step of the target critics.
+        target_tau: Polyak step of the target critics (``target += target_tau * (online - target)``).
         actor_lr: Actor learning rate.
         critic_lr: Critic learning rate.
         alpha_lr: Temperature learning rate.
@@ -112,8 +106,8 @@ class BRO(OffPolicyAgent):
 
     Example:
         >>> import lightning.pytorch as pl
-        >>> agent = BRO("Pendulum-v1", total_steps=150, learning_starts=100, batch_size=16, n_quantiles=8,
-        ...             actor_net=bro_net(1, 32), critic_net=bro_net(1, 32))
+        >>> loop = BRO.LOOP.replace(total_steps=150, learning_starts=100, batch_size=16)  # replay ratio 2 kept
+        >>> agent = BRO("Pendulum-v1", loop, n_quantiles=8, actor_net=bro_net(1, 32), critic_net=bro_net(1, 32))
         >>> trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
         ...                      enable_model_summary=False)
         >>> trainer.fit(agent)
@@ -122,22 +116,17 @@ class BRO(OffPolicyAgent):
     """
 
     RESET_NETWORKS: ClassVar[tuple[str, ...]] = ("critic", "actor")
+    #: The paper's replay ratio 2 and batch 128.
+    LOOP: ClassVar[LoopConfig] = LoopConfig(replay_ratio=2.0, batch_size=128)
 
     def __init__(
         self,
         env_id: str = "HalfCheetah-v5",
-        total_steps: int = 1_000_000,
-        learning_starts: int = 5_000,
-        replay_ratio: float = 2.0,
-        batch_size: int = 128,
-        buffer_size: int = 1_000_000,
-        num_envs: int = 1,
-        seed: int = 0,
-        checkpoint_buffer: bool = True,
+        loop: LoopConfig | None = None,
         actor_net: NetworkConfig | None = bro_net(1),  # noqa: B008 (frozen: a safe default)
         critic_net: NetworkConfig | None = bro_net(2),  # noqa: B008
         gamma: float = 0.99,
-        tau: float = 0.005,
+        target_tau: float = 0.005,
         actor_lr: float = 1e-4,
         critic_lr: float = 1e-3,
         alpha_lr: float = 3e-4,
@@ -150,19 +139,9 @@ class BRO(OffPolicyAgent):
         std_multiplier: float = 0.75,
         full_reset_steps: tuple[int, ...] = (),
     ) -> None:
-        super().__init__(
-            env_id,
-            total_steps,
-            learning_starts,
-            replay_ratio,
-            batch_size,
-            buffer_size,
-            num_envs,
-            seed,
-            checkpoint_buffer,
-        )
+        super().__init__(env_id, loop)
         check_hyperparameters(
-            unit={"gamma": gamma, "tau": tau},
+            unit={"gamma": gamma, "target_tau": target_tau},
             positive={"actor_lr": actor_lr, "critic_lr": critic_lr, "alpha_lr": alpha_lr, "kappa": kappa}
             | {"std_multiplier": std_multiplier},
             non_negative={"weight_decay": weight_decay, "optimism": optimism, "kl_weight": kl_weight},
@@ -185,7 +164,7 @@ class BRO(OffPolicyAgent):
         self.target_entropy = -self.act_dim / 2
         taus = (torch.arange(n_quantiles, dtype=torch.float32) + 0.5) / n_quantiles  # quantile midpoints
         self.register_buffer("taus", taus, persistent=False)
-        self.gamma, self.tau = gamma, tau
+        self.gamma, self.target_tau = gamma, target_tau
         self.actor_lr, self.critic_lr, self.alpha_lr, self.weight_decay = actor_lr, critic_lr, alpha_lr, weight_decay
         self.n_quantiles, self.kappa = n_quantiles, kappa
         self.pessimism, self.optimism = pessimism, optimism
@@ -290,7 +269,7 @@ class BRO(OffPolicyAgent):
         """Polyak averaging, one fused op over all target parameters."""
         if self._polyak is None:  # parameters are updated in place, never replaced: list them once
             self._polyak = (list(self.critic_target.parameters()), list(self.critic.parameters()))
-        polyak(*self._polyak, self.tau)
+        polyak(*self._polyak, self.target_tau)
 
     def full_reset(self, optimizers: Sequence[Any]) -> None:
         """BRO's full reset, in place, so that the callbacks keep their references.

@@ -31,10 +31,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
-from benchmarks.rl.agent import Backward, OffPolicyAgent, check_hyperparameters, polyak
-from benchmarks.rl.gmm import gmm_entropy
-from benchmarks.rl.networks import NetworkConfig, TwinQ, make_network
-from benchmarks.rl.replay import Transition
+from .agent import Backward, OffPolicyAgent, check_hyperparameters, polyak
+from .config import LoopConfig
+from .gmm import gmm_entropy
+from .networks import NetworkConfig, TwinQ, make_network
+from .replay import Transition
 
 
 def cosine_schedule(steps: int, s: float = 0.008) -> list[float]:
@@ -113,19 +114,12 @@ class DACER(OffPolicyAgent):
     """DACER on a continuous-control task (see the module docstring).
 
     Args:
-        env_id: See :class:`~benchmarks.rl.agent.OffPolicyAgent` for this and the next eight arguments.
-        total_steps: Environment steps to train for.
-        learning_starts: Random steps first; no update before the buffer holds this many transitions.
-        replay_ratio: Updates per environment step.
-        batch_size: Transitions per update (paper: 256).
-        buffer_size: Replay capacity.
-        num_envs: Sub-environments stepped together.
-        seed: Seed of the environments.
-        checkpoint_buffer: Save the replay buffer in checkpoints.
+        env_id: The task (see :class:`~benchmarks.rl.agent.OffPolicyAgent`).
+        loop: Data-loop settings (:class:`~benchmarks.rl.config.LoopConfig`); ``None``: :attr:`LOOP`.
         actor_net: Hidden layers of the noise-prediction network.
         critic_net: Hidden layers of each distributional critic.
         gamma: Discount.
-        tau: Polyak step of the target critics.
+        target_tau: Polyak step of the target critics (``target += target_tau * (online - target)``).
         actor_lr: Actor learning rate.
         critic_lr: Critic learning rate.
         alpha_lr: Temperature learning rate.
@@ -147,7 +141,8 @@ class DACER(OffPolicyAgent):
     Example:
         >>> import lightning.pytorch as pl
         >>> net = NetworkConfig(width=16)
-        >>> agent = DACER("Pendulum-v1", total_steps=130, learning_starts=100, batch_size=16, diffusion_steps=4,
+        >>> loop = LoopConfig(total_steps=130, learning_starts=100, batch_size=16)
+        >>> agent = DACER("Pendulum-v1", loop, diffusion_steps=4,
         ...               actor_net=net, critic_net=net, entropy_samples=8, entropy_states=4)
         >>> trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
         ...                      enable_model_summary=False)
@@ -161,18 +156,11 @@ class DACER(OffPolicyAgent):
     def __init__(
         self,
         env_id: str = "HalfCheetah-v5",
-        total_steps: int = 1_000_000,
-        learning_starts: int = 5_000,
-        replay_ratio: float = 1.0,
-        batch_size: int = 256,
-        buffer_size: int = 1_000_000,
-        num_envs: int = 1,
-        seed: int = 0,
-        checkpoint_buffer: bool = True,
+        loop: LoopConfig | None = None,
         actor_net: NetworkConfig | None = NetworkConfig(),  # noqa: B008 (frozen: a safe default)
         critic_net: NetworkConfig | None = NetworkConfig(),  # noqa: B008
         gamma: float = 0.99,
-        tau: float = 0.005,
+        target_tau: float = 0.005,
         actor_lr: float = 3e-4,
         critic_lr: float = 3e-4,
         alpha_lr: float = 3e-2,
@@ -188,19 +176,9 @@ class DACER(OffPolicyAgent):
         entropy_states: int = 256,
         entropy_components: int = 3,
     ) -> None:
-        super().__init__(
-            env_id,
-            total_steps,
-            learning_starts,
-            replay_ratio,
-            batch_size,
-            buffer_size,
-            num_envs,
-            seed,
-            checkpoint_buffer,
-        )
+        super().__init__(env_id, loop)
         check_hyperparameters(
-            unit={"gamma": gamma, "tau": tau},
+            unit={"gamma": gamma, "target_tau": target_tau},
             positive={"actor_lr": actor_lr, "critic_lr": critic_lr, "alpha_lr": alpha_lr},
             non_negative={"action_noise": action_noise},
             counts={"policy_delay": policy_delay, "diffusion_steps": diffusion_steps, "alpha_every": alpha_every}
@@ -221,7 +199,7 @@ class DACER(OffPolicyAgent):
         self.register_buffer("entropy", torch.zeros(()))
         self.register_buffer("mean_q_std", torch.full((2,), -1.0))  # DSAC-T's running std per critic; -1: unset
         self.target_entropy = -target_entropy_scale * self.act_dim
-        self.gamma, self.tau, self.reward_scale = gamma, tau, reward_scale
+        self.gamma, self.target_tau, self.reward_scale = gamma, target_tau, reward_scale
         self.actor_lr, self.critic_lr, self.alpha_lr = actor_lr, critic_lr, alpha_lr
         self.policy_delay, self.action_noise, self.alpha_every = policy_delay, action_noise, alpha_every
         self.entropy_samples, self.entropy_states, self.entropy_components = (
@@ -281,7 +259,7 @@ class DACER(OffPolicyAgent):
             with torch.no_grad():
                 new = std.mean()
                 old = self.mean_q_std[i]
-                running = torch.where(old == -1.0, new, self.tau * new + (1 - self.tau) * old)
+                running = torch.where(old == -1.0, new, self.target_tau * new + (1 - self.target_tau) * old)
                 self.mean_q_std[i] = running
                 bounded = mean + (backup_sample - mean).clamp(-3 * running, 3 * running)
                 std_d = std.clamp_min(0)
@@ -312,7 +290,7 @@ class DACER(OffPolicyAgent):
         """Polyak averaging, one fused op over all target parameters."""
         if self._polyak is None:  # parameters are updated in place, never replaced: list them once
             self._polyak = (list(self.critic_target.parameters()), list(self.critic.parameters()))
-        polyak(*self._polyak, self.tau)
+        polyak(*self._polyak, self.target_tau)
 
     # -- one update ------------------------------------------------------------------------------------------
     def update(self, batch: Transition, optimizers: Sequence[Any], backward: Backward) -> dict[str, Any]:

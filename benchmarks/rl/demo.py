@@ -18,13 +18,13 @@ import argparse
 import csv
 from pathlib import Path
 
-from benchmarks.cli import make_parser, non_negative_int, positive_int
-from benchmarks.rl import __main__ as cli
+from ..harness.cli import command, make_parser, non_negative_int, positive_int
+from . import cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line (light: no torch)."""
-    parser = make_parser("python -m benchmarks.rl.demo", __doc__)
+    parser = make_parser(command(__package__, "demo"), __doc__)
     parser.add_argument("--env", default="HalfCheetah-v5", help="gymnasium id or dmc:<domain>-<task>")
     parser.add_argument("--steps", type=positive_int, default=10_000, help="environment steps per run")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of both runs")
@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> list[dict]:
     """Train both runs (or reuse them), print and write the table, draw the curves."""
     args = build_parser().parse_args(argv)
-    from benchmarks.rl.plot import plot, read_series
-    from benchmarks.rl.runner import run_dir
+    from .plot import plot, read_series
+    from .runner import run_dir
 
     common = ["--env", args.env, "--steps", str(args.steps), "--seed", str(args.seed), "--out", str(args.runs)]
     common += ["--learning-starts", "2000", "--eval-every", "2000", "--eval-episodes", "5", "--log-every", "250"]

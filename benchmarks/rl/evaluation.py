@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from torch import Tensor
 
-from benchmarks.rl.envs import make_env
+from .envs import make_env
 
 
 def evaluate(policy: Any, env: Any, device: torch.device) -> np.ndarray:
@@ -48,6 +48,7 @@ class Evaluation(pl.Callback):
         episodes: Episodes per evaluation.
         seed_offset: Added to the agent's seed for the evaluation environments.
         video_dir: Record evaluation episodes of sub-environment 0 there (``MUJOCO_GL=egl``).
+        announce: Also print one line per evaluation (a run without a progress bar is not silent).
 
     Raises:
         ValueError: On a non-positive period or episode count.
@@ -59,6 +60,7 @@ class Evaluation(pl.Callback):
         episodes: int = 10,
         seed_offset: int = 10_000,
         video_dir: str | None = None,
+        announce: bool = False,
     ) -> None:
         for name, value in (("every_n_env_steps", every_n_env_steps), ("episodes", episodes)):
             if not isinstance(value, int) or value < 1:
@@ -67,6 +69,7 @@ class Evaluation(pl.Callback):
         self.episodes = episodes
         self.seed_offset = seed_offset
         self.video_dir = video_dir
+        self.announce = announce
         self.history: list[tuple[int, float, float]] = []
         self._env: Any = None
         self._next = every_n_env_steps
@@ -119,6 +122,9 @@ class Evaluation(pl.Callback):
         mean, std = float(returns.mean()), float(returns.std())
         self.history.append((pl_module.env_steps, mean, std))
         pl_module.write_logs({"eval/return": mean, "eval/return_std": std})
+        if self.announce:
+            print(f"{pl_module.env_id}: {pl_module.env_steps} environment steps, evaluation return {mean:.1f} "
+                  f"(std {std:.1f}, {self.episodes} episodes)", flush=True)  # fmt: skip
         return mean, std
 
 
@@ -154,6 +160,12 @@ class EnvStepsProgressBar(TQDMProgressBar):
         self.train_progress_bar.n = pl_module.env_steps
         self.train_progress_bar.set_postfix(self._postfix(trainer), refresh=True)
         super().on_train_epoch_end(trainer, pl_module)
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        """Lightning's metrics without ``v_num`` (the run folder, not a version, names a run here)."""
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
     @staticmethod
     def _postfix(trainer: pl.Trainer) -> dict[str, str]:

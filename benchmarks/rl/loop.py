@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import IterableDataset
 
-from benchmarks.rl.envs import final_observations
-from benchmarks.rl.replay import ReplayBuffer, Transition
+from .envs import final_observations
+from .replay import ReplayBuffer, Transition
 
 if TYPE_CHECKING:
     from gymnasium.vector import VectorEnv

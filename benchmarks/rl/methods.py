@@ -13,11 +13,14 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 
-from benchmarks.common import method_monitors
 from regrama_lightning import NeuronReset, ReDo, ReGraMa
 
+from ..harness.methods import METHODS as METHODS_INFO
+from ..harness.methods import method_names
+from ..harness.monitors import extra_callbacks, method_monitors
+
 Method = Literal["vanilla", "regrama", "redo"]
-METHODS: tuple[str, ...] = ("vanilla", "regrama", "redo")
+METHODS = method_names("rl")
 
 
 class ResetEveryNUpdates(pl.Callback):
@@ -93,9 +96,11 @@ def method_callbacks(
         max_reset_fraction=max_reset_fraction,
         zero_outgoing=zero_outgoing,
     )
-    if method == "vanilla":
-        return [grama, redo]
-    return [ResetEveryNUpdates(grama if method == "regrama" else redo, reset_every), grama, redo]
+    extras = extra_callbacks(method, include=include, step_attribute="env_steps", seed=seed)
+    resets = METHODS_INFO[method].resets
+    if resets is None:
+        return [grama, redo, *extras]
+    return [ResetEveryNUpdates(grama if resets == "grama" else redo, reset_every), grama, redo, *extras]
 
 
 def monitors(callbacks: Sequence[pl.Callback]) -> tuple[NeuronReset, NeuronReset]:

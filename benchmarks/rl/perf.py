@@ -21,13 +21,13 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cli import make_parser, non_negative_int, positive_int
-from benchmarks.rl.agent_options import agent_names
+from ..harness.cli import command, make_parser, non_negative_int, positive_int
+from .agent_options import agent_names
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser (light: no torch)."""
-    parser = make_parser("python -m benchmarks.rl.perf", __doc__)
+    parser = make_parser(command(__package__, "perf"), __doc__)
     add = parser.add_argument
     add("--agent", choices=agent_names(), default="sac", help="the agent to time")
     add("--env", default="HalfCheetah-v5", help="gymnasium id or dmc:<domain>-<task>")
@@ -45,15 +45,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     import lightning.pytorch as pl
 
-    from benchmarks.common import prepare
-    from benchmarks.rl.perf_timing import lightning_block, plain_block
-    from benchmarks.rl.registry import AGENTS
+    from ..harness.process import prepare
+    from .perf_timing import lightning_block, plain_block
+    from .registry import AGENTS
 
     prepare(args.threads)
     pl.seed_everything(0, verbose=False)
-    agent = AGENTS[args.agent](
-        args.env, total_steps=10**9, learning_starts=1_000, replay_ratio=1.0, buffer_size=100_000
-    )
+    cls = AGENTS[args.agent]
+    loop = cls.LOOP.replace(total_steps=10**9, learning_starts=1_000, replay_ratio=1.0, buffer_size=100_000)
+    agent = cls(args.env, loop)
     # A first fit fills the buffer with random steps and moves the agent to the device.
     lightning_block(agent, updates=agent.learning_starts, warmup=0, accelerator=args.accelerator)
     optimizers = agent.configure_optimizers()  # the same optimizers, not wrapped by Lightning

@@ -8,7 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from benchmarks.rl.agent import OffPolicyAgent
+from .agent import OffPolicyAgent
 
 
 class _Timer(pl.Callback):

@@ -3,8 +3,10 @@
 Run:
     python -m benchmarks.rl.plot runs/rl/HalfCheetah-v5 --out halfcheetah.png
 
-The folder holds ``<method>/seed<k>/metrics.csv`` as written by ``python -m benchmarks.rl``. Only finished runs
-are drawn (``--include-incomplete`` adds the others, counted in the legend).
+The folder is ``<out>/<env>`` of ``python -m benchmarks.rl`` (the environment id as typed, ``runs/rl/dmc:dog-walk``,
+or as the folder is named, ``runs/rl/dmc_dog-walk``), holding ``<agent>/<method>/seed<k>/metrics.csv``; one curve
+per agent and method (``<out>/<env>/<agent>`` draws one agent). Only finished runs are drawn
+(``--include-incomplete`` adds the others, counted in the legend).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cli import make_parser
-from benchmarks.runs import is_complete
+from ..harness.cli import command, make_parser
+from ..harness.runs import is_complete
 
 PANELS = (
     ("eval/return", "evaluation return"),
@@ -50,6 +52,23 @@ def aggregate(runs: list[tuple[np.ndarray, np.ndarray]], points: int = 200) -> t
     return grid, curves.mean(0), curves.min(0), curves.max(0)
 
 
+def run_folder(folder: Path) -> Path:
+    """``folder`` as given, or with the environment id's ``:`` as the run folders spell it (``dmc_dog-walk``).
+
+    Example:
+        >>> run_folder(Path("runs/rl/dmc:cheetah-run")).name  # no folder of that name: the written one
+        'dmc_cheetah-run'
+    """
+    folder = Path(folder)
+    named = folder.with_name(folder.name.replace(":", "_"))
+    return named if not folder.exists() and named != folder else folder
+
+
+def method_colour(method: str) -> str | None:
+    """The method's colour in every plot of the project (``None``: matplotlib's cycle)."""
+    return None
+
+
 def plot(folder: Path, out: Path, include_incomplete: bool = False) -> Path:
     """Draw every method found in ``folder`` and write the figure to ``out`` (PNG).
 
@@ -59,39 +78,47 @@ def plot(folder: Path, out: Path, include_incomplete: bool = False) -> Path:
         include_incomplete: Also draw runs that have not finished (else they are left out, and named on stderr).
 
     Raises:
-        FileNotFoundError: If no ``<method>/seed<k>/metrics.csv`` is under ``folder``.
+        FileNotFoundError: If no ``seed<k>/metrics.csv`` is under ``folder``.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    found = sorted(folder.glob("*/seed*/metrics.csv"))
+    folder = run_folder(folder)
+    found = sorted(folder.glob("**/seed*/metrics.csv"))
     unfinished = [p.parent for p in found if not is_complete(p.parent)]
     if unfinished and not include_incomplete:
         names = ", ".join(str(p.relative_to(folder)) for p in unfinished)
         print(f"left out {len(unfinished)} incomplete run(s): {names} (--include-incomplete)", file=sys.stderr)
         found = [p for p in found if p.parent not in unfinished]
-    methods = sorted({p.parent.parent.name for p in found})
-    if not methods:
+    curves = sorted({p.parent.parent.relative_to(folder) for p in found})
+    if not curves:
         raise FileNotFoundError(
-            f"No <method>/seed<k>/metrics.csv under {folder}; run `python -m benchmarks.rl --out ...` first."
+            f"No <agent>/<method>/seed<k>/metrics.csv under {folder}; run `python -m benchmarks.rl --out ...` first."
         )
+    one_agent = len({c.parts[0] for c in curves}) == 1 or len(curves[0].parts) == 1
+    most_seeds = 1
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 3.6))
     for ax, (key, title) in zip(axes, PANELS, strict=True):
-        for method in methods:
-            files = [p for p in found if p.parent.parent.name == method]
+        for curve in curves:
+            files = [p for p in found if p.parent.parent.relative_to(folder) == curve]
             grid, mean, low, high = aggregate([read_series(f, key) for f in files])
             if len(grid):
                 partial = sum(f.parent in unfinished for f in files)
-                label = f"{method} ({len(files)} seeds{f', {partial} incomplete' if partial else ''})"
-                (line,) = ax.plot(grid, mean, label=label)
-                ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2)
+                seeds = f"{len(files)} seed{'s' if len(files) > 1 else ''}"
+                name = curve.name if one_agent else " ".join(curve.parts)
+                label = f"{name} ({seeds}{f', {partial} incomplete' if partial else ''})"
+                (line,) = ax.plot(grid, mean, label=label, color=method_colour(curve.name))
+                if len(files) > 1:
+                    ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2)
+                most_seeds = max(most_seeds, len(files))
         ax.set_title(title)
         ax.set_xlabel("environment steps")
         ax.grid(alpha=0.3)
     axes[0].legend()
-    fig.suptitle(f"{folder.name}: mean, min-max over seeds")
+    spread = ": mean, min-max over seeds" if most_seeds > 1 else " (one seed per curve)"
+    fig.suptitle(f"{folder.name}{spread}")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
@@ -101,7 +128,7 @@ def plot(folder: Path, out: Path, include_incomplete: bool = False) -> Path:
 
 def build_parser() -> ArgumentParser:
     """The command line (light: no torch)."""
-    parser = make_parser("python -m benchmarks.rl.plot", __doc__)
+    parser = make_parser(command(__package__, "plot"), __doc__)
     parser.add_argument("folder", type=Path, help="<out>/<env> of a run of python -m benchmarks.rl")
     parser.add_argument("--out", type=Path, default=None, help="PNG to write (default: <folder>/curves.png)")
     parser.add_argument("--include-incomplete", action="store_true", help="also draw runs that have not finished")
@@ -113,7 +140,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        path = plot(args.folder, args.out or args.folder / "curves.png", args.include_incomplete)
+        folder = run_folder(args.folder)
+        path = plot(folder, args.out or folder / "curves.png", args.include_incomplete)
     except FileNotFoundError as error:
         parser.error(str(error))
     print(f"wrote {path}")

@@ -6,7 +6,7 @@ The runner, the command line and ``perf.py`` only go through this table, so a ne
 
 from __future__ import annotations
 
-from benchmarks.rl.agent import OffPolicyAgent
+from .agent import OffPolicyAgent
 
 AGENTS: dict[str, type[OffPolicyAgent]] = {}
 
@@ -48,9 +48,9 @@ def agent_class(name: str) -> type[OffPolicyAgent]:
 
 
 def _register_builtin() -> None:
-    from benchmarks.rl.bro import BRO
-    from benchmarks.rl.dacer import DACER
-    from benchmarks.rl.sac import SAC
+    from .bro import BRO
+    from .dacer import DACER
+    from .sac import SAC
 
     for name, agent in (("sac", SAC), ("bro", BRO), ("dacer", DACER)):
         register(name, agent)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,12 +10,14 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from benchmarks import checkpointing, runs
-from benchmarks.hparams import LogHyperparams
-from benchmarks.rl.agent_args import agent_defaults
-from benchmarks.rl.evaluation import EnvStepsProgressBar, Evaluation
-from benchmarks.rl.methods import method_callbacks, monitors
-from benchmarks.rl.registry import agent_class
+from ..harness import checkpointing, runs
+from ..harness.hparams import LogHyperparams
+from ..harness.loggers import extra_loggers
+from .agent import OffPolicyAgent
+from .config import LoopConfig
+from .evaluation import EnvStepsProgressBar, Evaluation
+from .methods import method_callbacks, monitors
+from .registry import agent_class
 
 
 @dataclass
@@ -37,23 +38,82 @@ class RunConfig:
     eval_episodes: int = 10
     log_every: int = 1000
     video: bool = False
-    checkpoint_buffer: bool = False
+    checkpoint_buffer: bool = True
     accelerator: str = "auto"
     devices: int = 1
     progress: bool = True
     out: Path = Path("runs/rl")
+    loggers: tuple[str, ...] = ()  # more loggers (``"wandb"``) besides the CSV and TensorBoard files
+
+
+def env_folder(env: str) -> str:
+    """The folder name of an environment id (``dmc:dog-walk`` -> ``dmc_dog-walk``: ``:`` is no file name)."""
+    return env.replace(":", "_")
 
 
 def run_dir(config: RunConfig, method: str, seed: int) -> Path:
-    """``<out>/<env>/<label>/seed<k>``: label = method, ``<method>-keep`` when outgoing weights are kept."""
+    """``<out>/<env>/<agent>/<label>/seed<k>``: label = method, ``<method>-keep`` when outgoing weights are kept."""
     label = f"{method}-keep" if method != "vanilla" and not config.zero_outgoing else method
-    return config.out / config.env.replace(":", "_") / label / f"seed{seed}"  # ":" of dmc ids: "_"
+    return config.out / env_folder(config.env) / config.agent / label / f"seed{seed}"
 
 
 def run_settings(config: RunConfig, method: str, seed: int) -> dict[str, Any]:
-    """What defines a run's result, the key of its folder: the config without ``out`` and ``progress``."""
-    settings = {k: v for k, v in asdict(config).items() if k not in ("out", "progress")}
+    """What defines a run's result, the key of its folder: the config without ``out``, ``progress``, ``loggers``."""
+    settings = {k: v for k, v in asdict(config).items() if k not in ("out", "progress", "loggers")}
     return {"config": settings, "method": method, "seed": seed}
+
+
+def run_loop(config: RunConfig, seed: int) -> LoopConfig:
+    """The agent's loop settings with what the run sets: steps, seed, buffer checkpoints and buffer size.
+
+    The buffer holds at most ``steps`` rows: a short run needs no million-row buffer (it is preallocated).
+    """
+    loop = LoopConfig.of(config.agent_args.get("loop"), agent_class(config.agent).LOOP)
+    return loop.replace(
+        total_steps=config.steps,
+        seed=seed,
+        checkpoint_buffer=config.checkpoint_buffer,
+        buffer_size=min(loop.buffer_size, config.steps),
+    )
+
+
+def make_agent(config: RunConfig, seed: int) -> OffPolicyAgent:
+    """The run's agent (it checks its hyperparameters and the environment id).
+
+    Raises:
+        ValueError: On a bad hyperparameter (named as the agent's argument) or an unknown environment.
+    """
+    kwargs = {k: v for k, v in config.agent_args.items() if k != "loop"}
+    return agent_class(config.agent)(config.env, run_loop(config, seed), **kwargs)
+
+
+def reset_networks(config: RunConfig, agent: OffPolicyAgent) -> tuple[str, ...]:
+    """The networks the methods score and reset: ``config.networks`` or the agent's ``RESET_NETWORKS``.
+
+    Raises:
+        ValueError: When one is no network of the agent (the agent's environment is closed first).
+    """
+    networks = tuple(config.networks or type(agent).RESET_NETWORKS)
+    unknown = sorted(set(networks) - set(agent.networks()))
+    if unknown:
+        agent.close()
+        raise ValueError(
+            f"`networks` {unknown} are not networks of {type(agent).__name__}; choose among {sorted(agent.networks())}."
+        )
+    return networks
+
+
+def resume_note(folder: Path, checkpoint: Path, agent: OffPolicyAgent) -> str:
+    """What a resume from ``checkpoint`` will do, said before it does it."""
+    saved = checkpointing.saved_entry(checkpoint, "off_policy_agent")
+    where = f"{folder}: resuming at {saved['env_steps']} environment steps ({saved['updates']} updates)"
+    if "buffer" in saved:
+        return f"{where}, with the replay buffer saved in the checkpoint: it continues as the uninterrupted run."
+    return (
+        f"{where}; the checkpoint holds no replay buffer (--no-checkpoint-buffer), so the run refills it with "
+        f"{agent.learning_starts} steps of its policy before it updates again: it makes fewer updates than an "
+        "uninterrupted run."
+    )
 
 
 def grama_ratio(grama: pl.Callback) -> float | None:
@@ -71,7 +131,7 @@ def run(
     """Train one agent with one method and seed; write logs, checkpoints and ``summary.json`` in its run folder.
 
     ``last.ckpt`` is saved every ``control.checkpoint_every`` environment steps (default ``eval_every``) and at
-    the end. A folder that already holds a run is skipped, resumed or refused as ``benchmarks.runs.begin``
+    the end. A folder that already holds a run is skipped, resumed or refused as ``benchmarks.harness.runs.begin``
     decides (``control``: ``resume``, ``overwrite``).
 
     Args:
@@ -86,10 +146,9 @@ def run(
 
     Raises:
         ValueError: On an unknown agent, method or environment.
-        benchmarks.runs.RunFolderError: When the folder holds another or an incomplete run that ``control``
+        benchmarks.harness.runs.RunFolderError: When the folder holds another or an incomplete run that ``control``
             does not allow touching.
     """
-    cls = agent_class(config.agent)
     folder = run_dir(config, method, seed)
     control = control or runs.RunControl()
     settings = run_settings(config, method, seed)
@@ -98,19 +157,8 @@ def run(
         print(f"{folder}: done before with these settings, skipped (--overwrite re-runs it)")
         return decision.summary
     pl.seed_everything(seed, verbose=False)
-    kwargs = dict(config.agent_args)
-    # A short run needs no million-row buffer (it is preallocated).
-    kwargs["buffer_size"] = min(kwargs.get("buffer_size", agent_defaults(cls)["buffer_size"]), config.steps)
-    agent = cls(
-        env_id=config.env, total_steps=config.steps, seed=seed, checkpoint_buffer=config.checkpoint_buffer, **kwargs
-    )
-    networks = tuple(config.networks or cls.RESET_NETWORKS)
-    unknown = sorted(set(networks) - set(agent.networks()))
-    if unknown:
-        agent.close()
-        raise ValueError(
-            f"`networks` {unknown} are not networks of {cls.__name__}; choose among {sorted(agent.networks())}."
-        )
+    agent = make_agent(config, seed)
+    networks = reset_networks(config, agent)
     start = runs.begin(folder, settings, control)  # the folder is touched only once the run can start
     callbacks: list[pl.Callback] = list(
         method_callbacks(
@@ -124,9 +172,8 @@ def run(
             config.zero_outgoing,
         )
     )
-    evaluation = Evaluation(
-        config.eval_every, config.eval_episodes, video_dir=str(folder / "videos") if config.video else None
-    )
+    video = str(folder / "videos") if config.video else None
+    evaluation = Evaluation(config.eval_every, config.eval_episodes, video_dir=video, announce=not config.progress)
     callbacks.append(evaluation)
     hparams = runs.canonical({**run_settings(config, method, seed)["config"], "method": method, "seed": seed,
                               "networks": list(networks), "buffer_size": agent.buffer_size})  # fmt: skip
@@ -157,6 +204,7 @@ def run(
             TensorBoardLogger(
                 config.out, name=name, version=version, sub_dir="tensorboard", default_hp_metric=False, **board_resume
             ),
+            *extra_loggers(list(config.loggers), folder, f"{config.agent} {config.env} {method} seed{seed}", hparams),
         ],
         callbacks=callbacks,
         log_every_n_steps=config.log_every,
@@ -166,11 +214,11 @@ def run(
     )
     if start.checkpoint is not None:  # before anything makes the CSV logger's writer, which clears its file
         checkpointing.resume_csv_loggers(trainer.loggers, start.checkpoint)
-    before = checkpointing.saved_counters(start.checkpoint, "off_policy_agent", env_steps=0, updates=0)
-    began = time.perf_counter()
+    if start.checkpoint is not None:
+        print(resume_note(folder, start.checkpoint, agent), flush=True)
     with runs.attempt(folder):
         trainer.fit(agent, ckpt_path=start.checkpoint)
-    seconds = time.perf_counter() - began  # of this attempt; the rates below too
+    seconds = agent.train_seconds  # the whole run's, over its attempts; the rates below too
     trainer.save_checkpoint(folder / runs.CHECKPOINT_FILE)
     agent.close()
     grama, redo = monitors(callbacks)
@@ -190,8 +238,8 @@ def run(
         "dormant_ratio": redo.last_metrics.get("dormant/ratio"),
         "reset_events": grama.resets + redo.resets,
         "seconds": seconds,
-        "env_steps_per_s": (agent.env_steps - before["env_steps"]) / seconds,
-        "updates_per_s": (agent.updates - before["updates"]) / seconds,
+        "env_steps_per_s": agent.env_steps / seconds,
+        "updates_per_s": agent.updates / seconds,
         "device": str(agent.device),
         "networks": list(networks),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},

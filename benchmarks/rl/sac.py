@@ -15,7 +15,7 @@ Where this differs from CleanRL's ``sac_continuous_action.py`` (none changes wha
   is no action scale/bias; the tanh correction of the log-probability is the exact ``2 (log 2 - x -
   softplus(-2x))`` instead of ``log(1 - tanh(x)^2 + 1e-6)``.
 * The temperature's loss reuses the log-probabilities of the actor's own loss (CleanRL draws a fresh sample
-  after the actor step), and the temperature is a parameter group of the actor's Adam (learning rate ``q_lr``,
+  after the actor step), and the temperature is a parameter group of the actor's Adam (learning rate ``critic_lr``,
   as CleanRL's separate Adam: Adam is element-wise, so one step of the group is the same arithmetic).
 * Updates are counted per training batch, not per environment step (the same at replay ratio 1).
 """
@@ -31,30 +31,24 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
-from benchmarks.rl.agent import Backward, OffPolicyAgent, check_hyperparameters, polyak
-from benchmarks.rl.networks import NetworkConfig, SquashedGaussianActor, TwinQ
-from benchmarks.rl.replay import Transition
+from .agent import Backward, OffPolicyAgent, check_hyperparameters, polyak
+from .config import LoopConfig
+from .networks import NetworkConfig, SquashedGaussianActor, TwinQ
+from .replay import Transition
 
 
 class SAC(OffPolicyAgent):
     """Soft Actor-Critic on a continuous-control task.
 
     Args:
-        env_id: See :class:`~benchmarks.rl.agent.OffPolicyAgent` for this and the next eight arguments.
-        total_steps: Environment steps to train for.
-        learning_starts: Random steps first; no update before the buffer holds this many transitions.
-        replay_ratio: Updates per environment step.
-        batch_size: Transitions per update.
-        buffer_size: Replay capacity.
-        num_envs: Sub-environments stepped together.
-        seed: Seed of the environments.
-        checkpoint_buffer: Save the replay buffer in checkpoints.
+        env_id: The task (see :class:`~benchmarks.rl.agent.OffPolicyAgent`).
+        loop: Data-loop settings (:class:`~benchmarks.rl.config.LoopConfig`); ``None``: :attr:`LOOP`.
         actor_net: Actor hidden layers (a dict of its fields, as checkpoints store it, is accepted too).
         critic_net: Hidden layers of each critic.
         gamma: Discount.
-        tau: Polyak step of the target critics.
-        policy_lr: Actor learning rate.
-        q_lr: Critic (and temperature) learning rate.
+        target_tau: Polyak step of the target critics (``target += target_tau * (online - target)``).
+        actor_lr: Actor learning rate.
+        critic_lr: Critics' (and the temperature's) learning rate.
         policy_frequency: Actor update period in updates (and actor steps per period).
         target_network_frequency: Target update period in updates.
         alpha: Fixed entropy temperature without ``autotune`` (with it the temperature starts at 1, log-alpha 0,
@@ -66,7 +60,7 @@ class SAC(OffPolicyAgent):
 
     Example:
         >>> import lightning.pytorch as pl
-        >>> agent = SAC("Pendulum-v1", total_steps=300, learning_starts=100, batch_size=32)
+        >>> agent = SAC("Pendulum-v1", LoopConfig(total_steps=300, learning_starts=100, batch_size=32))
         >>> trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
         ...                      enable_model_summary=False)
         >>> trainer.fit(agent)
@@ -77,39 +71,22 @@ class SAC(OffPolicyAgent):
     def __init__(
         self,
         env_id: str = "HalfCheetah-v5",
-        total_steps: int = 1_000_000,
-        learning_starts: int = 5_000,
-        replay_ratio: float = 1.0,
-        batch_size: int = 256,
-        buffer_size: int = 1_000_000,
-        num_envs: int = 1,
-        seed: int = 0,
-        checkpoint_buffer: bool = True,
+        loop: LoopConfig | None = None,
         actor_net: NetworkConfig | None = NetworkConfig(),  # noqa: B008 (frozen: a safe default)
         critic_net: NetworkConfig | None = NetworkConfig(),  # noqa: B008
         gamma: float = 0.99,
-        tau: float = 0.005,
-        policy_lr: float = 3e-4,
-        q_lr: float = 1e-3,
+        target_tau: float = 0.005,
+        actor_lr: float = 3e-4,
+        critic_lr: float = 1e-3,
         policy_frequency: int = 2,
         target_network_frequency: int = 1,
         alpha: float = 0.2,
         autotune: bool = True,
     ) -> None:
-        super().__init__(
-            env_id,
-            total_steps,
-            learning_starts,
-            replay_ratio,
-            batch_size,
-            buffer_size,
-            num_envs,
-            seed,
-            checkpoint_buffer,
-        )
+        super().__init__(env_id, loop)
         check_hyperparameters(
-            unit={"gamma": gamma, "tau": tau},
-            positive={"policy_lr": policy_lr, "q_lr": q_lr, "alpha": alpha},
+            unit={"gamma": gamma, "target_tau": target_tau},
+            positive={"actor_lr": actor_lr, "critic_lr": critic_lr, "alpha": alpha},
             counts={"policy_frequency": policy_frequency, "target_network_frequency": target_network_frequency},
         )
         actor_net, critic_net = self.save_hyperparameters_with_networks(actor_net=actor_net, critic_net=critic_net)
@@ -119,8 +96,8 @@ class SAC(OffPolicyAgent):
         # CleanRL: log-alpha starts at 0 when tuned; the fixed alpha only applies without autotune.
         self.log_alpha = nn.Parameter(torch.tensor(0.0 if autotune else math.log(alpha)), requires_grad=autotune)
         self.target_entropy = -float(self.act_dim)
-        self.gamma, self.tau = gamma, tau
-        self.policy_lr, self.q_lr = policy_lr, q_lr
+        self.gamma, self.target_tau = gamma, target_tau
+        self.actor_lr, self.critic_lr = actor_lr, critic_lr
         self.policy_frequency, self.target_network_frequency = policy_frequency, target_network_frequency
         self.autotune = autotune
         self._polyak: tuple[list[Tensor], list[Tensor]] | None = None
@@ -144,10 +121,10 @@ class SAC(OffPolicyAgent):
         temperature detached, so one backward of their sum and one step give each exactly its own gradient: one
         step instead of two per actor update.
         """
-        actor_groups: list[dict[str, Any]] = [{"params": list(self.actor.parameters()), "lr": self.policy_lr}]
+        actor_groups: list[dict[str, Any]] = [{"params": list(self.actor.parameters()), "lr": self.actor_lr}]
         if self.autotune:
-            actor_groups.append({"params": [self.log_alpha], "lr": self.q_lr})
-        return [torch.optim.Adam(self.critic.parameters(), lr=self.q_lr), torch.optim.Adam(actor_groups)]
+            actor_groups.append({"params": [self.log_alpha], "lr": self.critic_lr})
+        return [torch.optim.Adam(self.critic.parameters(), lr=self.critic_lr), torch.optim.Adam(actor_groups)]
 
     # -- the losses (the plain-PyTorch reference in perf.py calls the same ones) ---------------------------
     def critic_loss(self, batch: Transition) -> tuple[Tensor, Tensor]:
@@ -180,7 +157,7 @@ class SAC(OffPolicyAgent):
         """Polyak averaging, one fused op over all target parameters."""
         if self._polyak is None:  # parameters are updated in place (resets too), never replaced: list them once
             self._polyak = (list(self.critic_target.parameters()), list(self.critic.parameters()))
-        polyak(*self._polyak, self.tau)
+        polyak(*self._polyak, self.target_tau)
 
     # -- one update ---------------------------------------------------------------------------------------
     def update(self, batch: Transition, optimizers: Sequence[Any], backward: Backward) -> dict[str, Any]:

@@ -27,17 +27,27 @@ from __future__ import annotations
 import argparse
 import csv
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-from benchmarks.cli import make_parser, non_negative_float, non_negative_int, positive_float, positive_int
+from ..harness.cli import (
+    add_config_flag,
+    command,
+    make_parser,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    with_config,
+)
+from ..harness.methods import method_names
 
-METHODS = ("vanilla", "regrama", "redo")
+METHODS = method_names("random_labels")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments; the defaults are the ``make demo`` settings."""
-    p = make_parser("python -m benchmarks.random_labels", __doc__)
+    p = make_parser(command(__package__), __doc__)
     p.add_argument("--phases", type=positive_int, default=20, help="number of label re-draws (tasks)")
     p.add_argument(
         "--epochs-per-phase", type=positive_int, default=20, help="epochs of training on each phase's labels"
@@ -60,25 +70,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="reset period in optimizer steps (80 = 5 epochs at the defaults); 0 = once, at each phase's end",
     )
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to run")
-    p.add_argument(
-        "--seed", type=non_negative_int, default=0, help="seed of data, labels, initialisation and batch order"
-    )
+    p.add_argument("--seeds", "--seed", nargs="+", type=non_negative_int, default=[0],
+                   help="seeds of data, labels, initialisation, batch order (a run per method and seed)")  # fmt: skip
     p.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (1 is fastest for this tiny MLP)")
-    p.add_argument("--out", type=Path, default=None, help="also write the per-phase rows as CSV to this path")
-    return p.parse_args(argv)
+    p.add_argument("--out", type=Path, default=Path("runs/random_labels/random_labels.csv"),
+                   help="CSV of the per-phase rows; the figure goes next to it (.png)")  # fmt: skip
+    add_config_flag(p)
+    return p.parse_args(with_config(p, argv))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the methods and print (and optionally write) the per-phase table."""
     args = parse_args(argv)
-    from benchmarks.common import prepare
-    from benchmarks.random_labels_fit import PhaseRow, format_table, run_method, summary
+    from ..harness.process import prepare
+    from .fit import PhaseRow, format_table, run_method, summary
+    from .plot import plot_phases
 
     prepare(args.threads)
     print(
         f"Random-label memorisation on synthetic data: {args.samples} Gaussian inputs (dim {args.input_dim}), "
         f"{args.classes} classes re-drawn every {args.epochs_per_phase} epochs, {args.phases} phases; "
-        f"ReLU MLP {args.depth}x{args.width}, Adam lr {args.lr}, batch {args.batch_size}, seed {args.seed}."
+        f"ReLU MLP {args.depth}x{args.width}, Adam lr {args.lr}, batch {args.batch_size}, seeds {args.seeds}."
     )
     print(
         f"Ratios: GraMa tau={args.grama_tau} ('weight' score), ReDo tau={args.redo_tau}, measured on each "
@@ -87,22 +99,26 @@ def main(argv: list[str] | None = None) -> None:
     )
     rows: list[PhaseRow] = []
     for method in args.methods:
-        start = time.perf_counter()
-        rows += run_method(method, args)
-        print(f"[{method}] done in {time.perf_counter() - start:.1f}s", flush=True)
+        for seed in args.seeds:
+            start = time.perf_counter()
+            rows += [
+                replace(r, seed=seed) for r in run_method(method, argparse.Namespace(**{**vars(args), "seed": seed}))
+            ]
+            print(f"[{method} seed {seed}] done in {time.perf_counter() - start:.1f}s", flush=True)
     print()
     print(format_table(rows))
     print()
     first = max(1, args.phases // 5)
-    print(f"Means over the first {first} phase(s) and over the remaining ones:")
+    seeds = f"{len(args.seeds)} seed{'s' if len(args.seeds) > 1 else ''}"
+    print(f"Means over the first {first} phase(s) and over the remaining ones ({seeds}):")
     print(summary(rows, args.methods, first))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=[field.name for field in fields(PhaseRow)])
-            writer.writeheader()
-            writer.writerows(asdict(r) for r in rows)
-        print(f"wrote {args.out}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[field.name for field in fields(PhaseRow)])
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in rows)
+    png = plot_phases(rows, args.out.with_suffix(".png"))
+    print(f"wrote {args.out} and {png}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The training side of ``python -m benchmarks.random_labels`` (see that module): data, model, runs, tables."""
+"""The training side of ``python -m benchmarks.random_labels`` (see ``cli.py``): data, model, runs, tables."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from lightning.pytorch.loggers import Logger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.common import method_monitors
-from benchmarks.random_labels import METHODS
 from regrama_lightning import NeuronReset
+
+from ..harness.monitors import extra_callbacks, method_monitors
+from .cli import METHODS
 
 __all__ = ["METHODS", "PhaseRow", "format_table", "run_method", "summary"]
 
@@ -92,6 +93,7 @@ class PhaseRow:
     grama: float
     dormant: float
     reset: int
+    seed: int = 0
 
 
 class MemoryLogger(Logger):
@@ -206,7 +208,8 @@ def run_method(method: str, args: argparse.Namespace) -> list[PhaseRow]:
         accelerator="cpu",
         devices=1,
         max_epochs=args.phases * args.epochs_per_phase,
-        callbacks=[phases, grama, dormant],  # `phases` first: accuracy is read before a reset of the same step
+        # `phases` first: accuracy is read before a reset of the same step
+        callbacks=[phases, grama, dormant, *extra_callbacks(method, seed=args.seed)],
         logger=memory,  # in memory only: nothing is written to disk
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -220,20 +223,24 @@ def run_method(method: str, args: argparse.Namespace) -> list[PhaseRow]:
 
 def format_table(rows: list[PhaseRow]) -> str:
     """The per-phase rows as a fixed-width text table."""
-    lines = [f"{'method':<8} {'phase':>5} {'train acc':>9} {'GraMa ratio':>11} {'dormant ratio':>13} {'reset':>5}"]
+    lines = [f"{'method':<8} {'seed':>4} {'phase':>5} {'train acc':>9} {'GraMa ratio':>11} {'dormant ratio':>13} "
+             f"{'reset':>5}"]  # fmt: skip
     for r in rows:
         lines.append(
-            f"{r.method:<8} {r.phase:>5d} {r.accuracy:>9.3f} {r.grama:>11.3f} {r.dormant:>13.3f} {r.reset:>5d}"
+            f"{r.method:<8} {r.seed:>4d} {r.phase:>5d} {r.accuracy:>9.3f} {r.grama:>11.3f} {r.dormant:>13.3f} "
+            f"{r.reset:>5d}"
         )
     return "\n".join(lines)
 
 
 def summary(rows: list[PhaseRow], methods: list[str], first: int) -> str:
-    """Mean accuracy and ratios of each method over its first ``first`` phases and its remaining ones."""
+    """Mean accuracy and ratios of each method over its first ``first`` phases and its remaining ones (all seeds)."""
     lines = [f"{'method':<8} {'acc first':>9} {'acc rest':>9} {'GraMa first':>11} {'GraMa rest':>10}"]
     for method in methods:
         mine = [r for r in rows if r.method == method]
-        head, tail = mine[:first], mine[first:] or mine[-1:]
+        last = max(r.phase for r in mine)
+        head = [r for r in mine if r.phase < first]
+        tail = [r for r in mine if r.phase >= first] or [r for r in mine if r.phase == last]
         acc = [sum(r.accuracy for r in part) / len(part) for part in (head, tail)]
         grama = [sum(r.grama for r in part) / len(part) for part in (head, tail)]
         lines.append(f"{method:<8} {acc[0]:>9.3f} {acc[1]:>9.3f} {grama[0]:>11.3f} {grama[1]:>10.3f}")

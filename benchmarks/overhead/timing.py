@@ -1,4 +1,4 @@
-"""The timing side of ``python -m benchmarks.overhead`` (see that module): models, configurations, gated fits."""
+"""The timing side of ``python -m benchmarks.overhead`` (see ``cli.py``): models, configurations, gated fits."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from benchmarks.overhead import CLOCKS
 from regrama_lightning import ReDo, ReGraMa
 from regrama_lightning.scores import weight_grad_magnitude_sums
+
+from .cli import CLOCKS
 
 
 class ReadGrads(pl.Callback):

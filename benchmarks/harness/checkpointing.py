@@ -147,19 +147,20 @@ class RandomState(pl.Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
-def _entry(checkpoint: str | Path, key: str) -> dict[str, Any]:
+def saved_entry(checkpoint: str | Path, key: str) -> dict[str, Any]:
+    """The entry ``key`` of ``checkpoint`` (empty if none), read without loading the rest."""
     # mmap: a checkpoint with a replay buffer can be gigabytes; only the small entry is read
     return torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get(key, {})
 
 
 def saved_log_positions(checkpoint: str | Path) -> dict[str, Any]:
     """The step and CSV row counts :class:`PeriodicCheckpoint` stored in ``checkpoint`` (empty if none)."""
-    return _entry(checkpoint, LOGS_KEY)
+    return saved_entry(checkpoint, LOGS_KEY)
 
 
 def saved_counters(checkpoint: str | Path | None, key: str, **defaults: int) -> dict[str, int]:
     """The integer entries named by ``defaults`` of ``checkpoint[key]`` (the defaults without a checkpoint)."""
-    saved = _entry(checkpoint, key) if checkpoint is not None else {}
+    saved = saved_entry(checkpoint, key) if checkpoint is not None else {}
     return {name: int(saved.get(name, value)) for name, value in defaults.items()}
 
 

@@ -215,3 +215,10 @@ def attempt(folder: Path) -> Iterator[None]:
         print(f"\n{folder}: run {'interrupted' if interrupted else 'failed'}; the same command with --resume "
               f"continues it {how}.", file=sys.stderr)  # fmt: skip
         raise
+
+
+def check_out(path: Path, flag: str = "--out") -> None:
+    """Raise a ``ValueError`` naming ``flag`` if ``path`` (or a folder above it) is a file, not a folder."""
+    for part in (Path(path), *Path(path).parents):
+        if part.exists() and not part.is_dir():
+            raise ValueError(f"{flag} {path}: {part} is a file, not a folder; give a folder for the results.")

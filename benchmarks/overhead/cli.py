@@ -38,17 +38,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from benchmarks.cli import make_parser, non_negative_int, positive_int
+from ..harness.cli import command, make_parser, non_negative_int, positive_int
 
 # Choices of the command line, spelled out so that --help imports no torch (a test checks them against
-# overhead_timing's CLOCKS, MODELS and CONFIGS).
+# timing.py's CLOCKS, MODELS and CONFIGS).
 CLOCKS = ("wall", "cpu")
 MODELS = ("mlp", "cnn")
 CONFIGS = ("bare", "defaults", "grama-weight@1", "grama-output@1", "redo@1", "reset@100", "read-grads")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = make_parser("python -m benchmarks.overhead", __doc__)
+    p = make_parser(command(__package__), __doc__)
     p.add_argument("--pairs", type=positive_int, default=600, help="timed (on, off) step pairs per fit")
     p.add_argument("--warmup", type=positive_int, default=30, help="untimed steps at the start of each fit")
     p.add_argument("--rounds", type=positive_int, default=2, help="fits per configuration (their pairs are pooled)")
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     import lightning.pytorch as pl
     import torch
 
-    from benchmarks.common import prepare
-    from benchmarks.overhead_timing import bench, check_targets, format_table
+    from ..harness.process import prepare
+    from .timing import bench, check_targets, format_table
 
     prepare(args.threads)
     print(

@@ -1,0 +1,1 @@
+"""Per-step cost of the callbacks against a bare Lightning step: ``cli`` (command line), ``timing`` (the fits)."""
