@@ -1,5 +1,6 @@
 """The paper's experiments: settings against appendix A, the listing, refusals, and one smoke run."""
 
+import csv
 import json
 
 import pytest
@@ -141,3 +142,19 @@ def test_smoke_run_composes_the_runner_and_skips_finished_runs(tmp_path, capfd):
     cli.main([*argv, "--out", str(tmp_path)])
     out, err = capfd.readouterr()
     assert (out + err).count("done before with these settings, skipped") == 3
+
+    # The report of that run: one row per variant, values from each run's summary, missing runs named.
+    cli.main(["report", "fig12-activations", "--scale", "smoke", "--out", str(tmp_path)])
+    folder = tmp_path / "fig12-activations"
+    with (folder / "table.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    by_variant = {row["variant"]: row for row in rows}
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        row = by_variant[path.parts[-6]]
+        assert (row["method"], row["seeds"]) == ("regrama", "1")
+        assert float(row["return_mean"]) == pytest.approx(summary["final_eval_return"])
+        assert float(row["grama_ratio"]) == pytest.approx(summary["grama_ratio"])
+    assert "Missing runs (6)" in (folder / "table.md").read_text()
+    assert "relu/Ant-v5/vanilla/seed0" in (folder / "table.md").read_text()
+    assert (folder / "figure.png").read_bytes()[:4] == b"\x89PNG"

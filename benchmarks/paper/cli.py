@@ -1,8 +1,9 @@
-"""The paper's experiments: ``list``, ``run <name> --scale smoke|cpu|paper`` (light: no torch until a run).
+"""The paper's experiments: ``list``, ``run <name> --scale smoke|cpu|paper``, ``report <name>`` (light).
 
 Example:
     python -m benchmarks.paper list
     python -m benchmarks.paper run fig12-activations --scale smoke --out runs/paper
+    python -m benchmarks.paper report fig12-activations --scale smoke --out runs/paper
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--methods", nargs="+", default=None, help="methods (default: the experiment's)")
     run.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     run.add_argument("--out", default="runs/paper", help="root of the run folders")
+    rep = sub.add_parser("report", help="table.csv, table.md and figure.png from the finished runs")
+    rep.add_argument("name", choices=sorted(EXPERIMENTS), help="the experiment")
+    rep.add_argument("--scale", choices=SCALES, default="smoke", help="the scale whose runs to report")
+    rep.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds expected (default: the scale's)")
+    rep.add_argument("--out", default="runs/paper", help="root of the run folders")
     return parser
 
 
@@ -57,6 +63,19 @@ def main(argv: list[str] | None = None) -> None:
         print(listing())
         return
     experiment = EXPERIMENTS[args.name]
+    if args.action == "report":
+        from pathlib import Path
+
+        from .report import report
+
+        if experiment.agent is None or not experiment.cells:
+            parser.error(f"{experiment.name} has no runs to report: {experiment.missing}.")
+        try:
+            folder = report(experiment, args.scale, Path(args.out), tuple(args.seeds) if args.seeds else None)
+        except ValueError as error:
+            parser.error(str(error))
+        print(f"wrote {folder}/table.csv, table.md, figure.png")
+        return
     try:
         commands = experiment.commands(
             args.scale, tuple(args.seeds) if args.seeds else None, args.out, args.accelerator,
