@@ -158,3 +158,21 @@ def test_smoke_run_composes_the_runner_and_skips_finished_runs(tmp_path, capfd):
     assert "Missing runs (6)" in (folder / "table.md").read_text()
     assert "relu/Ant-v5/vanilla/seed0" in (folder / "table.md").read_text()
     assert (folder / "figure.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_probe_architectures_smoke_run_and_report(tmp_path):
+    cli.main(["run", "probe-architectures", "--scale", "smoke", "--out", str(tmp_path)])
+    cli.main(["report", "probe-architectures", "--scale", "smoke", "--out", str(tmp_path)])
+    with (tmp_path / "probe-architectures" / "table.csv").open() as f:
+        table = {(r["network"], r["method"]): r for r in csv.DictReader(f)}
+    assert set(table) == {
+        (n, m) for n in ("relu", "leaky_relu", "layer_norm", "bro") for m in ("vanilla", "redo", "regrama")
+    }
+    # By hand from the bro run's own CSV: 3 phases, the first fifth is phase 0, so phases 1-2 are "later".
+    with (tmp_path / "probe-architectures" / "smoke" / "bro.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["method"] == "redo"]
+    later = [float(r["accuracy"]) for r in rows if int(r["phase"]) >= 1]
+    assert float(table[("bro", "redo")]["acc_later_mean"]) == pytest.approx(sum(later) / len(later))
+    assert float(table[("bro", "redo")]["neurons_reset"]) == sum(int(r["reset"]) for r in rows)
+    assert (tmp_path / "probe-architectures" / "figure.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Missing networks (0)" in (tmp_path / "probe-architectures" / "table.md").read_text()

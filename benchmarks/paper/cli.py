@@ -63,6 +63,20 @@ def main(argv: list[str] | None = None) -> None:
         print(listing())
         return
     experiment = EXPERIMENTS[args.name]
+    if args.name == "probe-architectures":
+        from pathlib import Path
+
+        from . import probe
+
+        if args.action == "run":
+            probe.run(args.scale, Path(args.out), tuple(args.seeds) if args.seeds else None)
+            return
+        try:
+            folder = probe.report(args.scale, Path(args.out))
+        except ValueError as error:
+            parser.error(str(error))
+        print(f"wrote {folder}/table.csv, table.md, figure.png")
+        return
     if args.action == "report":
         from pathlib import Path
 

@@ -215,7 +215,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "probe-architectures",
             "Sec. 3 claim (random labels)",
             None,
-            missing="the random-labels probe has no network option yet",
+            missing="not an RL grid: python -m benchmarks.paper run probe-architectures (random-labels probe)",
         ),
     )
 }

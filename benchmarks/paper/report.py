@@ -67,25 +67,24 @@ def report(experiment: Experiment, scale: str, out: Path, seeds: tuple[int, ...]
                 "dormant_ratio": float(np.mean([r["dormant_ratio"] for r in summaries])),
             })  # fmt: skip
     folder = out / experiment.name
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "table.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    lines = [
-        f"# {experiment.name} ({experiment.reference}), {scale} scale, seeds {list(seeds)}",
-        "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
-        *("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in COLUMNS) + " |"
-          for r in rows),
-        "",
-        f"Missing runs ({len(missing)}): "
-        + (", ".join(f"{v}/{e}/{m}/seed{s}" for v, e, m, s in missing) or "none"),
-    ]  # fmt: skip
-    (folder / "table.md").write_text("\n".join(lines) + "\n")
+    missing_text = ", ".join(f"{v}/{e}/{m}/seed{s}" for v, e, m, s in missing) or "none"
+    write_tables(folder, rows, COLUMNS, f"{experiment.name} ({experiment.reference}), {scale} scale, seeds "
+                 f"{list(seeds)}", f"Missing runs ({len(missing)}): {missing_text}")  # fmt: skip
     _figure(rows, experiment, scale, folder / "figure.png")
     return folder
+
+
+def write_tables(folder: Path, rows: list[dict], columns: tuple[str, ...], title: str, footer: str) -> None:
+    """``table.csv`` and ``table.md`` (title, the rows, then ``footer``) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "table.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    cells = (" | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in columns) for r in rows)
+    lines = [f"# {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += [f"| {line} |" for line in cells] + ["", footer]
+    (folder / "table.md").write_text("\n".join(lines) + "\n")
 
 
 def _figure(rows: list[dict], experiment: Experiment, scale: str, path: Path) -> None:
