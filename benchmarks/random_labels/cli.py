@@ -50,6 +50,9 @@ from ..harness.methods import method_names
 METHODS = method_names("random_labels")
 
 
+NETWORKS = ("relu", "leaky_relu", "layer_norm", "bro")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments; the defaults are the ``make demo`` settings."""
     p = make_parser(command(__package__), __doc__)
@@ -61,7 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input-dim", type=positive_int, default=32, help="input dimension")
     p.add_argument("--classes", type=positive_int, default=10, help="number of label classes")
     p.add_argument("--width", type=positive_int, default=128, help="hidden units per layer")
-    p.add_argument("--depth", type=positive_int, default=3, help="hidden layers")
+    p.add_argument("--depth", type=positive_int, default=3, help="hidden layers (residual blocks for --network bro)")
+    p.add_argument("--network", choices=NETWORKS, default="relu",
+                   help="MLP with relu, leaky_relu or layer_norm; bro: residual LayerNorm blocks")  # fmt: skip
     p.add_argument("--batch-size", type=positive_int, default=64, help="training batch size")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
     p.add_argument("--grama-tau", type=non_negative_float, default=0.01, help="GraMa threshold (paper: 0.01)")
@@ -95,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"Random-label memorisation on synthetic data: {args.samples} Gaussian inputs (dim {args.input_dim}), "
         f"{args.classes} classes re-drawn every {args.epochs_per_phase} epochs, {args.phases} phases; "
-        f"ReLU MLP {args.depth}x{args.width}, Adam lr {args.lr}, batch {args.batch_size}, seeds {args.seeds}."
+        f"{args.network} network {args.depth}x{args.width}, Adam lr {args.lr}, batch {args.batch_size}, "
+        f"seeds {args.seeds}."
     )
     print(
         f"Ratios: GraMa tau={args.grama_tau} ('weight' score), ReDo tau={args.redo_tau}, measured on each "

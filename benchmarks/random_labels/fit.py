@@ -59,13 +59,20 @@ class MLP(pl.LightningModule):
         depth: Number of hidden layers.
         classes: Output classes.
         lr: Adam learning rate.
+        network: ``relu`` (plain MLP), ``leaky_relu``, ``layer_norm`` (Linear, LayerNorm, ReLU) or ``bro``
+            (BRO-net style: Linear, LayerNorm, ReLU, then ``depth`` blocks ``x + LN(Linear(ReLU(LN(Linear(x)))))``).
     """
 
-    def __init__(self, input_dim: int, width: int, depth: int, classes: int, lr: float) -> None:
+    def __init__(self, input_dim: int, width: int, depth: int, classes: int, lr: float, network: str = "relu") -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        for i in range(depth):
-            layers += [nn.Linear(input_dim if i == 0 else width, width), nn.ReLU()]
+        if network == "bro":
+            layers += [nn.Linear(input_dim, width), nn.LayerNorm(width), nn.ReLU()]
+            layers += [BroBlock(width) for _ in range(depth)]
+        for i in range(depth if network != "bro" else 0):
+            layers.append(nn.Linear(input_dim if i == 0 else width, width))
+            layers += [nn.LayerNorm(width)] if network == "layer_norm" else []
+            layers.append(nn.LeakyReLU() if network == "leaky_relu" else nn.ReLU())
         self.net = nn.Sequential(*layers, nn.Linear(width, classes))
         self.lr = lr
 
@@ -81,6 +88,20 @@ class MLP(pl.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One Adam for the whole run: its moments carry over from phase to phase, as in Lyle et al."""
         return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+class BroBlock(nn.Module):
+    """BRO-net's residual block (its appendix A Table 1): ``x + LN(Linear(ReLU(LN(Linear(x)))))``."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Linear(width, width), nn.LayerNorm(width), nn.ReLU(), nn.Linear(width, width), nn.LayerNorm(width)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Residual sum."""
+        return x + self.body(x)
 
 
 @dataclass
@@ -202,7 +223,7 @@ def run_method(method: str, args: argparse.Namespace) -> list[PhaseRow]:
     """Train one method through all phases and return its per-phase rows."""
     pl.seed_everything(args.seed, workers=True, verbose=False)  # same init and batch order for every method
     data = RandomLabelData(args.samples, args.input_dim, args.classes, args.batch_size, args.seed)
-    model = MLP(args.input_dim, args.width, args.depth, args.classes, args.lr)
+    model = MLP(args.input_dim, args.width, args.depth, args.classes, args.lr, getattr(args, "network", "relu"))
     steps_per_epoch = -(-args.samples // args.batch_size)
     steps_per_phase = steps_per_epoch * args.epochs_per_phase
     reset_every = args.reset_every or steps_per_phase

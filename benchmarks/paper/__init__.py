@@ -1,0 +1,1 @@
+"""The paper's experiments ("Measure gradients, not activations!"), one command each, composed from the runners."""

@@ -1,0 +1,5 @@
+"""``python -m benchmarks.paper``."""
+
+from .cli import main
+
+main()
