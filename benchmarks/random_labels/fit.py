@@ -271,8 +271,7 @@ def format_table(rows: list[PhaseRow]) -> str:
 
 
 def summary(rows: list[PhaseRow], methods: list[str], first: int) -> str:
-    """Per method, means over seeds: accuracy (last phase, all phases, first ``first`` phases, the rest), ratios
-    and effective rank.
+    """Per method, means over seeds: accuracies (last phase, all, first ``first`` phases, the rest), ratios, rank.
 
     The ratios are means over the phases; the effective rank is that of the first and of the last phase.
     """

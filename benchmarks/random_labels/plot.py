@@ -1,4 +1,4 @@
-"""The random-label probe's figure: per phase, accuracy, both ratios and effective rank of each method (mean over seeds)."""
+"""The random-label probe's figure: per phase, accuracy, both ratios and effective rank per method (seed mean)."""
 
 from __future__ import annotations
 
