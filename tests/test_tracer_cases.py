@@ -18,7 +18,8 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torch.utils.data import DataLoader, TensorDataset
 
-from regrama_lightning import ActivationProbe, ReDo, ReGraMa, trace_topology, weight_grad_magnitude
+from regrama_lightning import ReDo, ReGraMa, trace_topology, weight_grad_magnitude
+from regrama_lightning.tracing import ActivationProbe
 
 EPS = 1e-9
 
@@ -524,7 +525,7 @@ def test_probe_reports_the_same_values_as_the_trace():
     net = HandSwish()
     x = torch.randn(4, 3, 8)
     traced, probed = {}, {}
-    from regrama_lightning import TopologyTracer
+    from regrama_lightning.tracing import TopologyTracer
 
     tracer = TopologyTracer(net, on_activation=lambda n, out, total, count: traced.update({n: (total, count)}))
     with tracer:

@@ -12,7 +12,8 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from regrama_lightning import ActivationProbe, trace_topology
+from regrama_lightning import trace_topology
+from regrama_lightning.tracing import ActivationProbe
 
 ATTENTION = "multi_head_attention_forward"
 

@@ -15,7 +15,8 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torch.utils.data import DataLoader, TensorDataset
 
-from regrama_lightning import ActivationProbe, ReDo, TopologyTracer, reset_neurons, trace_topology
+from regrama_lightning import ReDo, reset_neurons, trace_topology
+from regrama_lightning.tracing import ActivationProbe, TopologyTracer
 
 
 class Frozen(Classifier):

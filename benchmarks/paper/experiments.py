@@ -173,7 +173,6 @@ EXPERIMENTS: dict[str, Experiment] = {
             "bro",
             _grid(("dmc:dog-walk",), {"default": ()}),
             methods=("vanilla", "prune-grama", "prune-redo"),
-            needs="pruning needs the toolkit's NeuronPruning (branch toolkit), not merged yet",
         ),
         Experiment("fig8-bro", "Fig. 8", "bro", _grid(DOG_HUMANOID, {"default": ()})),
         Experiment(
@@ -209,7 +208,6 @@ EXPERIMENTS: dict[str, Experiment] = {
             _grid(TABLE8_TASKS, {"default": ()}),
             methods=("vanilla", "regrama", "redo", "snp", "reborn", "cbp"),
             paper=Scale(steps=1_000_000, seeds=(0, 1, 2)),  # "average of 3 runs"
-            needs="S&P, ReBorn and CBP come from the toolkit (branch toolkit), not merged yet",
         ),
         Experiment(
             "probe-architectures",
