@@ -1,16 +1,13 @@
 """The tracer: which neurons feed which weights, and where each layer's activation is, from real forward passes.
 
-Every output unit of a ``Linear`` or ``Conv{1,2,3}d`` is a neuron. To reset a neuron we must know which input
-columns of which later weights read it (to zero its outgoing weights), which per-feature norm belongs to it,
-and (for ReDo) which value of the graph is its activation. We learn all of that by running real forward passes
-under a ``TorchFunctionMode`` that carries, next to every tensor derived from a layer's output, an integer
-tensor of the same shape naming the neuron each element comes from. How each op moves those ids is the op
-table of :mod:`regrama_lightning.tracing.ops`; an op it does not know taints its output, and a weight that reads
-a tainted value is reported, never guessed.
-
-Readers are ``Linear``/``Conv`` layers, ``ConvTranspose`` layers (their input rows), and bare parameters used
-as weights (``F.linear(h, W)``, ``h @ W``). ``nn.MultiheadAttention`` maps its ``out_proj`` neurons; its own
-input projections are an unmapped reader.
+Every output unit of a ``Linear``/``Conv{1,2,3}d`` is a neuron. A reset must know which columns of which later
+weights read it, which per-feature norm is its own and (for ReDo) which value of the graph is its activation.
+Real forward passes run under a ``TorchFunctionMode`` that carries, next to every tensor derived from a layer's
+output, an integer tensor of the same shape naming each element's neuron; the op table of
+:mod:`regrama_lightning.tracing.ops` says how each op moves those ids. An unknown op taints its output, and a
+weight that reads a tainted value is reported, never guessed. Readers: ``Linear``/``Conv``, ``ConvTranspose``
+(input rows), bare parameters used as weights (``F.linear(h, W)``, ``h @ W``); ``nn.MultiheadAttention`` maps
+its ``out_proj`` neurons, its input projections are an unmapped reader.
 """
 
 from __future__ import annotations
