@@ -64,6 +64,9 @@ class RankModule(Classifier):
         if self.first_batch is None:
             self.first_batch = batch[0].clone()
 
+    def saved_seed(self):
+        return self.trainer.callbacks[0].state_dict()["seed"]
+
     def on_train_end(self):
         recorder = next(c for c in self.trainer.callbacks if isinstance(c, ResetRecorder))
         torch.save(
@@ -71,7 +74,7 @@ class RankModule(Classifier):
                 "state_dict": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()},
                 "first_batch": self.first_batch,
                 "resets": recorder.resets,
-                "seed": self.trainer.callbacks[0].state_dict()["seed"],
+                "seed": self.saved_seed(),
                 "world_size": self.trainer.world_size,
             },
             Path(self.out_dir) / f"rank{self.global_rank}.pt",
