@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _status(experiment) -> str:
+    if experiment.driver:
+        return f"runnable (benchmarks/paper/{experiment.driver}.py)"
     if experiment.missing:
         return experiment.missing
     unknown = [m for m in experiment.methods if m not in method_names("rl")]
@@ -63,16 +65,17 @@ def main(argv: list[str] | None = None) -> None:
         print(listing())
         return
     experiment = EXPERIMENTS[args.name]
-    if args.name == "probe-architectures":
+    if experiment.driver:
+        import importlib
         from pathlib import Path
 
-        from . import probe
-
+        driver = importlib.import_module(f".{experiment.driver}", __package__)
+        seeds = tuple(args.seeds) if args.seeds else None
         if args.action == "run":
-            probe.run(args.scale, Path(args.out), tuple(args.seeds) if args.seeds else None)
+            driver.run(args.scale, Path(args.out), seeds)
             return
         try:
-            folder = probe.report(args.scale, Path(args.out))
+            folder = driver.report(args.scale, Path(args.out))
         except ValueError as error:
             parser.error(str(error))
         print(f"wrote {folder}/table.csv, table.md, figure.png")

@@ -71,6 +71,8 @@ class Experiment:
         missing: what the project still lacks to run it (empty: runnable).
         needs: where methods missing from the registry come from.
         flags: runner flags of every scale (the paper's settings that differ from the runner's defaults).
+        driver: module of ``benchmarks.paper`` with ``run(scale, out, seeds)`` and ``report(scale, out)`` for an
+            experiment that is not an RL runner grid (``None``: the grid above).
     """
 
     name: str
@@ -82,6 +84,7 @@ class Experiment:
     missing: str = ""
     needs: str = ""
     flags: tuple[str, ...] = ()
+    driver: str | None = None
 
     def scale(self, name: str) -> Scale:
         """The budget of scale ``name`` (``smoke``, ``cpu``, ``paper``)."""
@@ -209,11 +212,6 @@ EXPERIMENTS: dict[str, Experiment] = {
             methods=("vanilla", "regrama", "redo", "snp", "reborn", "cbp"),
             paper=Scale(steps=1_000_000, seeds=(0, 1, 2)),  # "average of 3 runs"
         ),
-        Experiment(
-            "probe-architectures",
-            "Sec. 3 claim (random labels)",
-            None,
-            missing="not an RL grid: python -m benchmarks.paper run probe-architectures (random-labels probe)",
-        ),
+        Experiment("probe-architectures", "Sec. 3 claim (random labels)", None, driver="probe"),
     )
 }
