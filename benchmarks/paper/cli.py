@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..harness.cli import command, make_parser
 from ..harness.methods import method_names
@@ -27,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--methods", nargs="+", default=None, help="methods (default: the experiment's)")
     run.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     run.add_argument("--out", default="runs/paper", help="root of the run folders")
+    run.add_argument(
+        "--data-dir", type=Path, default=Path("data"), help="folder holding cifar-100-python/ (fig5-cifar)"
+    )
     rep = sub.add_parser("report", help="table.csv, table.md and figure.png from the finished runs")
     rep.add_argument("name", choices=sorted(EXPERIMENTS), help="the experiment")
     rep.add_argument("--scale", choices=SCALES, default="smoke", help="the scale whose runs to report")
@@ -67,12 +71,16 @@ def main(argv: list[str] | None = None) -> None:
     experiment = EXPERIMENTS[args.name]
     if experiment.driver:
         import importlib
-        from pathlib import Path
 
         driver = importlib.import_module(f".{experiment.driver}", __package__)
         seeds = tuple(args.seeds) if args.seeds else None
         if args.action == "run":
-            driver.run(args.scale, Path(args.out), seeds)
+            import inspect
+
+            # Drivers take what they use of --accelerator and --data-dir.
+            accepted = inspect.signature(driver.run).parameters
+            extra = {k: getattr(args, k) for k in ("accelerator", "data_dir") if k in accepted}
+            driver.run(args.scale, Path(args.out), seeds, **extra)
             return
         try:
             folder = driver.report(args.scale, Path(args.out))
@@ -81,8 +89,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {folder}/table.csv, table.md, figure.png")
         return
     if args.action == "report":
-        from pathlib import Path
-
         from .report import report
 
         if experiment.agent is None or not experiment.cells:

@@ -167,8 +167,8 @@ EXPERIMENTS: dict[str, Experiment] = {
             paper=_SAC_STEPS,
             flags=_SAC_TAU,
         ),
-        Experiment("fig5-time", "Fig. 5 (left)", None, missing="timing driver not built yet"),
-        Experiment("fig5-cifar", "Fig. 5 (right)", None, missing="run it with python -m benchmarks.cifar100_continual"),
+        Experiment("fig5-time", "Fig. 5 (left)", None, driver="timing"),
+        Experiment("fig5-cifar", "Fig. 5 (right)", None, driver="cifar"),
         Experiment("fig6b-irreversible", "Fig. 6b", None, missing="score tracing of sampled neurons: not built yet"),
         Experiment(
             "fig7-pruning",
