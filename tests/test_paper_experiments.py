@@ -6,7 +6,7 @@ import json
 import pytest
 
 from benchmarks.paper import cli
-from benchmarks.paper.experiments import EXPERIMENTS
+from benchmarks.paper.experiments import EXPERIMENTS, SMOKE
 from benchmarks.rl.cli import build_parser
 
 # Written from the paper's appendix A (Tables 3, 5, 7 and their text), independently of the code.
@@ -117,8 +117,12 @@ def test_paper_scale_follows_appendix_a(name):
 def test_listing_names_every_experiment_with_costs(capsys):
     cli.main(["list"])
     out = capsys.readouterr().out
-    for name in EXPERIMENTS:
-        assert name in out
+    for name, experiment in EXPERIMENTS.items():
+        assert f"{name:<20} {experiment.reference}" in out
+        for scale in ("smoke", "cpu", "paper"):
+            assert f"python -m benchmarks.paper run {name} --scale {scale}" in out
+    assert "60 runs, cpu ~" in out  # fig8 at paper scale, with its gpu estimate
+    assert "~30 h" in out  # fig5-cifar at paper scale, from its driver
     # fig8 at paper scale: 4 tasks x 3 methods x 5 seeds.
     assert EXPERIMENTS["fig8-bro"].runs("paper") == 60
     assert EXPERIMENTS["fig8-bro"].cost_hours("paper") > EXPERIMENTS["fig8-bro"].cost_hours("cpu") > 0
@@ -138,7 +142,7 @@ def test_smoke_run_composes_the_runner_and_skips_finished_runs(tmp_path, capfd):
     cli.main([*argv, "--out", str(tmp_path)])
     summaries = sorted(tmp_path.glob("fig12-activations/smoke/*/Ant-v5/sac/regrama/seed0/summary.json"))
     assert [p.parts[-6] for p in summaries] == ["relu", "sigmoid", "tanh"]
-    assert all(json.loads(p.read_text())["env_steps"] == 200 for p in summaries)
+    assert all(json.loads(p.read_text())["env_steps"] == SMOKE.steps for p in summaries)
     capfd.readouterr()
     cli.main([*argv, "--out", str(tmp_path)])
     out, err = capfd.readouterr()

@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scale", choices=SCALES, default="smoke", help="smoke (seconds), cpu (~1 h), paper")
     run.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the scale's)")
     run.add_argument("--methods", nargs="+", default=None, help="methods (default: the experiment's)")
+    run.add_argument("--variants", nargs="+", default=None, help="cells of these variants only (default: all)")
     run.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     run.add_argument("--out", default="runs/paper", help="root of the run folders")
     run.add_argument(
@@ -48,16 +49,42 @@ def _status(experiment) -> str:
     return f"runnable without {', '.join(unknown)} ({experiment.needs})" if unknown else "runnable"
 
 
+def _driver_cost(experiment, scale: str) -> str:
+    """A driver's rough cost at ``scale`` (its ``COST_HOURS``: cpu hours, and gpu hours where it says)."""
+    import importlib
+
+    cost = getattr(importlib.import_module(f".{experiment.driver}", __package__), "COST_HOURS", {}).get(scale)
+    return "cost not estimated" if cost is None else f"~{_hours(cost)}"
+
+
+def _hours(hours: float) -> str:
+    """``12 s``, ``4 min``, ``1.5 h`` or ``420 h``."""
+    if hours < 1 / 60:
+        return f"{hours * 3600:.0f} s"
+    if hours < 1:
+        return f"{hours * 60:.0f} min"
+    return f"{hours:.1f} h" if hours < 10 else f"{hours:,.0f} h"
+
+
 def listing() -> str:
-    """The table printed by ``list``."""
-    lines = [f"{'name':<20} {'paper':<28} {'runs s/c/p':<12} {'cpu h (cpu/paper)':<18} {'gpu h paper':<11} status"]
+    """The table printed by ``list``.
+
+    Each experiment with its paper reference and status, then per scale its runs, rough cost and command.
+    """
+    lines = []
     for e in EXPERIMENTS.values():
-        runs = "/".join(str(e.runs(s)) for s in SCALES) if e.agent and e.cells else "-"
-        cost = e.cost_hours("cpu"), e.cost_hours("paper"), e.cost_hours("paper", "gpu")
-        cpu = f"{cost[0]:.1f}/{cost[1]:.0f}" if cost[0] is not None else "-"
-        gpu = f"{cost[2]:.0f}" if cost[2] is not None else "-"
-        lines.append(f"{e.name:<20} {e.reference:<28} {runs:<12} {cpu:<18} {gpu:<11} {_status(e)}")
-    lines.append("cost: rough, one run at a time, from assumed env steps/s per agent (see experiments.STEPS_PER_S)")
+        lines.append(f"{e.name:<20} {e.reference:<28} {_status(e)}")
+        for scale in SCALES:
+            if e.driver:
+                cost = _driver_cost(e, scale)
+            elif e.agent and e.cells:
+                gpu = f", gpu ~{_hours(e.cost_hours(scale, 'gpu'))}" if scale == "paper" else ""
+                cost = f"{e.runs(scale)} runs, cpu ~{_hours(e.cost_hours(scale))}{gpu}"
+            else:
+                cost = "-"
+            lines.append(f"    {scale:<6} {cost:<40} {command(__package__)} run {e.name} --scale {scale}")
+    lines.append("cost: rough, one run at a time; RL from assumed env steps/s per agent (experiments.STEPS_PER_S), "
+                 "drivers from their COST_HOURS")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -102,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         commands = experiment.commands(
             args.scale, tuple(args.seeds) if args.seeds else None, args.out, args.accelerator,
-            tuple(args.methods) if args.methods else None,
+            tuple(args.methods) if args.methods else None, tuple(args.variants) if args.variants else None,
         )  # fmt: skip
     except ValueError as error:
         parser.error(str(error))

@@ -48,7 +48,7 @@ class Scale:
 
 
 SMOKE = Scale(
-    steps=200,
+    steps=150,
     seeds=(0,),
     tasks=1,
     flags=("--learning-starts", "100", "--eval-every", "200", "--eval-episodes", "1", "--width", "16",
@@ -71,6 +71,7 @@ class Experiment:
         missing: what the project still lacks to run it (empty: runnable).
         needs: where methods missing from the registry come from.
         flags: runner flags of every scale (the paper's settings that differ from the runner's defaults).
+        smoke_flags: runner flags of the smoke scale only (what makes one agent's smoke run seconds).
         driver: module of ``benchmarks.paper`` with ``run(scale, out, seeds)`` and ``report(scale, out)`` for an
             experiment that is not an RL runner grid (``None``: the grid above).
     """
@@ -84,6 +85,7 @@ class Experiment:
     missing: str = ""
     needs: str = ""
     flags: tuple[str, ...] = ()
+    smoke_flags: tuple[str, ...] = ()
     driver: str | None = None
 
     def scale(self, name: str) -> Scale:
@@ -101,11 +103,13 @@ class Experiment:
         return tuple(c for c in self.cells if c.env in envs)
 
     def commands(self, scale: str, seeds: tuple[int, ...] | None = None, out: str = "runs/paper",
-                 accelerator: str = "auto", methods: tuple[str, ...] | None = None) -> list[list[str]]:  # fmt: skip
-        """The RL runner's argument lists, one per cell.
+                 accelerator: str = "auto", methods: tuple[str, ...] | None = None,
+                 variants: tuple[str, ...] | None = None) -> list[list[str]]:  # fmt: skip
+        """The RL runner's argument lists, one per cell (of ``variants`` only, when given).
 
         Raises:
-            ValueError: if the experiment is not an RL grid or cannot run yet (naming what is missing).
+            ValueError: if the experiment is not an RL grid or cannot run yet (naming what is missing), or on an
+                unknown variant.
         """
         if self.agent is None or not self.cells:
             raise ValueError(f"{self.name} is not an RL runner grid; {self.missing or 'it has its own runner'}.")
@@ -121,11 +125,17 @@ class Experiment:
             )
         budget = self.scale(scale)
         seeds = budget.seeds if seeds is None else seeds
+        known = list(dict.fromkeys(c.variant for c in self.cells))
+        if variants is not None and not set(variants) <= set(known):
+            raise ValueError(
+                f"{self.name}: unknown variants {sorted(set(variants) - set(known))}; choose among {known}."
+            )
         return [
             ["--agent", self.agent, "--env", cell.env, "--methods", *methods,
              "--seeds", *map(str, seeds), "--steps", str(budget.steps), "--accelerator", accelerator,
-             "--out", f"{out}/{self.name}/{scale}/{cell.variant}", *budget.flags, *self.flags, *cell.flags]
-            for cell in self.cells_at(scale)
+             "--out", f"{out}/{self.name}/{scale}/{cell.variant}", *budget.flags, *self.flags, *cell.flags,
+             *(self.smoke_flags if scale == "smoke" else ())]
+            for cell in self.cells_at(scale) if variants is None or cell.variant in variants
         ]  # fmt: skip
 
     def runs(self, scale: str) -> int:
@@ -187,7 +197,13 @@ EXPERIMENTS: dict[str, Experiment] = {
                 {f"blocks{n}": ("--actor-net-depth", str(n), "--critic-net-depth", str(n)) for n in range(1, 5)},
             ),
         ),
-        Experiment("fig10-dacer", "Figs. 10-11", "dacer", _grid(("Ant-v5", "Walker2d-v5"), {"default": ()})),
+        Experiment(
+            "fig10-dacer",
+            "Figs. 10-11",
+            "dacer",
+            _grid(("Ant-v5", "Walker2d-v5"), {"default": ()}),
+            smoke_flags=("--diffusion-steps", "2"),  # an evaluation episode runs the reverse chain at every step
+        ),
         Experiment(
             "fig12-activations",
             "Fig. 12",

@@ -70,6 +70,7 @@ SCALES = {
     "paper": Setting("dmc:dog-walk", width=256, batch=128, quantiles=100, pairs=500, warmup=20, rounds=10),
 }
 SEEDS = {"smoke": (0,), "cpu": (0,), "paper": (0,)}
+COST_HOURS = {"smoke": 0.003, "cpu": 0.15, "paper": 0.5}  # rough, one CPU core; a GPU is faster
 COLUMNS = ("kind", "grama_ms", "redo_ms", "ratio_median", "ratio_low", "ratio_high", "rounds", "bare_update_ms",
            "grama_neurons_reset", "redo_neurons_reset")  # fmt: skip
 
