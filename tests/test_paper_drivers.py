@@ -42,12 +42,16 @@ def test_fig5_time_smoke_times_every_configuration_and_reports_the_ratios(tmp_pa
     rows = {r["kind"]: r for r in _table(folder)}
     assert set(rows) == {"measure", "reset"}
     for kind, row in rows.items():  # by hand from the JSON: per-round ratios, their median, min and max
-        ratios = [r[f"grama-{kind}"]["cost_s"] / r[f"redo-{kind}"]["cost_s"] for r in only["rounds"]]
-        assert float(row["ratio_median"]) == pytest.approx(statistics.median(ratios))
-        assert (float(row["ratio_low"]), float(row["ratio_high"])) == pytest.approx((min(ratios), max(ratios)))
         grama = statistics.median(r[f"grama-{kind}"]["cost_s"] for r in only["rounds"])
         assert float(row["grama_ms"]) == pytest.approx(1e3 * grama)
-        assert row["rounds"] == str(setting.rounds)
+        ratios = [r[f"grama-{kind}"]["cost_s"] / r[f"redo-{kind}"]["cost_s"] for r in only["rounds"]
+                  if r[f"redo-{kind}"]["cost_s"] > 0]  # fmt: skip
+        if not ratios:  # ReDo's cost lost in the noise of a smoke run: no ratio, said so
+            assert row["ratio_median"] == "" and row["rounds"] == "0"
+            continue
+        assert float(row["ratio_median"]) == pytest.approx(statistics.median(ratios))
+        assert (float(row["ratio_low"]), float(row["ratio_high"])) == pytest.approx((min(ratios), max(ratios)))
+        assert row["rounds"] == str(len(ratios))
     md = (folder / "table.md").read_text()
     assert "smoke scale" in md and "cpu clock" in md and "seeds [0]" in md
     assert (folder / "figure.png").read_bytes()[:4] == b"\x89PNG"

@@ -37,7 +37,7 @@ SCALES: dict[str, tuple[str, ...]] = {
     "paper": (),
 }  # fmt: skip
 SEEDS = {"smoke": (0,), "cpu": (0, 1, 2), "paper": (0, 1, 2, 3, 4)}
-COST_HOURS = {"smoke": 0.003, "cpu": 0.5, "paper": 30.0}  # rough, 2 CPU cores (the benchmark prints its estimate)
+COST_HOURS = {"smoke": 0.003, "cpu": 0.4, "paper": 34.0}  # rough, 2 CPU cores: ~2.25 h per paper run (README)
 COLUMNS = ("method", "seeds", "final_acc_mean", "final_acc_low", "final_acc_high", "mean_acc_mean", "mean_acc_low",
            "mean_acc_high", "final_grama_ratio", "final_dormant_ratio")  # fmt: skip
 
