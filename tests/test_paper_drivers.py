@@ -92,3 +92,19 @@ def test_fig5_cifar_without_the_data_names_the_folder_and_the_fix(tmp_path, caps
         cli.main(["run", "fig5-cifar", "--scale", "cpu", "--out", str(tmp_path), "--data-dir", str(tmp_path / "none")])
     err = capsys.readouterr().err
     assert str(tmp_path / "none" / "cifar-100-python") in err and "--download" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "probe-architectures", "--accelerator", "gpu"], "probe-architectures does not use --accelerator"),
+        (["run", "fig5-time", "--methods", "redo"], "fig5-time does not use --methods"),
+        (["run", "fig8-bro", "--data-dir", "data"], "--data-dir is for fig5-cifar"),
+        (["report", "fig5-cifar", "--seeds", "0"], "fig5-cifar reports every finished run"),
+    ],
+)
+def test_a_flag_an_experiment_does_not_use_is_refused(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--out", str(tmp_path)])
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -55,7 +55,7 @@ def argv(scale: str, out: Path, seeds: tuple[int, ...], accelerator: str, data_d
 
 
 def run(scale: str, out: Path, seeds: tuple[int, ...] | None = None, accelerator: str = "auto",
-        data_dir: Path = Path("data")) -> None:  # fmt: skip
+        data_dir: Path | str = "data") -> None:  # fmt: skip
     """Run the benchmark at ``scale`` (finished runs are skipped by the benchmark)."""
     from ..cifar100_continual.cli import main
 

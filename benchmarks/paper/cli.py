@@ -21,17 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(command(__package__), __doc__)
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("list", help="every experiment, its paper reference, runs and rough cost per scale")
-    run = sub.add_parser("run", help="run one experiment through the RL runner (finished runs are skipped)")
+    run = sub.add_parser("run", help="run one experiment: its RL runner grid or its driver (finished runs skipped)")
     run.add_argument("name", choices=sorted(EXPERIMENTS), help="the experiment")
     run.add_argument("--scale", choices=SCALES, default="smoke", help="smoke (seconds), cpu (~1 h), paper")
     run.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the scale's)")
     run.add_argument("--methods", nargs="+", default=None, help="methods (default: the experiment's)")
     run.add_argument("--variants", nargs="+", default=None, help="cells of these variants only (default: all)")
-    run.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    run.add_argument("--accelerator", default=None, help="cpu, gpu or auto (default: auto)")
     run.add_argument("--out", default="runs/paper", help="root of the run folders")
-    run.add_argument(
-        "--data-dir", type=Path, default=Path("data"), help="folder holding cifar-100-python/ (fig5-cifar)"
-    )
+    run.add_argument("--data-dir", type=Path, default=None, help="folder holding cifar-100-python/ (fig5-cifar)")
     rep = sub.add_parser("report", help="table.csv, table.md and figure.png from the finished runs")
     rep.add_argument("name", choices=sorted(EXPERIMENTS), help="the experiment")
     rep.add_argument("--scale", choices=SCALES, default="smoke", help="the scale whose runs to report")
@@ -88,6 +86,31 @@ def listing() -> str:
     return "\n".join(lines)
 
 
+def _driver(parser: argparse.ArgumentParser, args: argparse.Namespace, experiment) -> None:
+    """``run`` or ``report`` of an experiment with a driver module; a flag the driver does not use is refused."""
+    import importlib
+    import inspect
+
+    driver = importlib.import_module(f".{experiment.driver}", __package__)
+    where = f"benchmarks/paper/{experiment.driver}.py"
+    if args.action == "report":
+        if args.seeds:
+            parser.error(f"{experiment.name} reports every finished run ({where}); leave out --seeds.")
+        try:
+            folder = driver.report(args.scale, Path(args.out))
+        except ValueError as error:
+            parser.error(str(error))
+        print(f"wrote {folder}/table.csv, table.md, figure.png")
+        return
+    given = {k: getattr(args, k) for k in ("methods", "variants", "accelerator", "data_dir")}
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}
+    accepted = inspect.signature(driver.run).parameters
+    refused = [f"--{k.replace('_', '-')}" for k in given if k not in accepted]
+    if refused:
+        parser.error(f"{experiment.name} does not use {', '.join(refused)} ({where} runs its own settings).")
+    driver.run(args.scale, Path(args.out), tuple(args.seeds) if args.seeds else None, **given)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m benchmarks.paper``."""
     parser = build_parser()
@@ -97,23 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     experiment = EXPERIMENTS[args.name]
     if experiment.driver:
-        import importlib
-
-        driver = importlib.import_module(f".{experiment.driver}", __package__)
-        seeds = tuple(args.seeds) if args.seeds else None
-        if args.action == "run":
-            import inspect
-
-            # Drivers take what they use of --accelerator and --data-dir.
-            accepted = inspect.signature(driver.run).parameters
-            extra = {k: getattr(args, k) for k in ("accelerator", "data_dir") if k in accepted}
-            driver.run(args.scale, Path(args.out), seeds, **extra)
-            return
-        try:
-            folder = driver.report(args.scale, Path(args.out))
-        except ValueError as error:
-            parser.error(str(error))
-        print(f"wrote {folder}/table.csv, table.md, figure.png")
+        _driver(parser, args, experiment)
         return
     if args.action == "report":
         from .report import report
@@ -126,9 +133,11 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(str(error))
         print(f"wrote {folder}/table.csv, table.md, figure.png")
         return
+    if args.data_dir is not None:
+        parser.error(f"--data-dir is for fig5-cifar; {experiment.name} runs the RL runner, which reads no data.")
     try:
         commands = experiment.commands(
-            args.scale, tuple(args.seeds) if args.seeds else None, args.out, args.accelerator,
+            args.scale, tuple(args.seeds) if args.seeds else None, args.out, args.accelerator or "auto",
             tuple(args.methods) if args.methods else None, tuple(args.variants) if args.variants else None,
         )  # fmt: skip
     except ValueError as error:

@@ -51,7 +51,8 @@ def draw(ax: Any, per_method: Mapping[str, Sequence[Series]], ylabel: str, title
         if not len(grid):
             continue
         n = sum(1 for s, _ in series if len(s))
-        ax.plot(grid, mean, color=style.color(method), label=f"{style.label(method)} (n={n})", lw=1.2)
+        marker = "o" if len(grid) < 3 else None  # a single evaluation is a point, not a line
+        ax.plot(grid, mean, color=style.color(method), label=f"{style.label(method)} (n={n})", lw=1.2, marker=marker)
         if n > 1:
             ax.fill_between(grid, low, high, color=style.color(method), alpha=0.2, lw=0)
     ax.set_xlabel("environment steps", fontsize=7)
