@@ -89,7 +89,8 @@ def aggregate(experiment: Experiment, scale: str, runs: dict[Key, dict[str, Any]
               seeds: Sequence[int]) -> list[dict[str, Any]]:  # fmt: skip
     """The table's rows: one per cell and method, then (several tasks) one per variant and method over tasks.
 
-    A seed's normalised score is its return over vanilla's mean return on the same cell. The rows over tasks
+    A seed's normalised score is its return over vanilla's mean return on the same cell (none where that mean is
+    not positive). The rows over tasks
     average each seed's returns over the tasks it finished all of (Fig. 9: "averaged over four tasks").
     """
     rows = []
@@ -102,7 +103,10 @@ def aggregate(experiment: Experiment, scale: str, runs: dict[Key, dict[str, Any]
             if not summaries:
                 continue
             returns = [r["final_eval_return"] for r in summaries]
-            norm = list(stats.normalized(returns, float(np.mean(vanilla)))) if vanilla and np.mean(vanilla) else None
+            # A ratio to a non-positive return means nothing (smoke runs of MuJoCo tasks score below zero).
+            norm = (
+                list(stats.normalized(returns, float(np.mean(vanilla)))) if vanilla and np.mean(vanilla) > 0 else None
+            )
             rows.append(_row(cell.variant, cell.env, method, returns, norm, [r["grama_ratio"] for r in summaries],
                              [r["dormant_ratio"] for r in summaries]))  # fmt: skip
     envs = list(dict.fromkeys(c.env for c in experiment.cells_at(scale)))
@@ -137,7 +141,8 @@ def report(experiment: Experiment, scale: str, out: Path, seeds: tuple[int, ...]
     missing_text = ", ".join(f"{v}/{e}/{m}/seed{s}" for v, e, m, s in missing) or "none"
     write_tables(folder, rows, COLUMNS, f"{experiment.name} ({experiment.reference}), {scale} scale, seeds "
                  f"{list(seeds)}, device {', '.join(devices)}; final evaluation return: mean [95% bootstrap interval] "
-                 "and IQM over seeds; normalized = return / vanilla's mean return on the same cell",
+                 "and IQM over seeds; normalized = return / vanilla's mean return on the same cell (blank where "
+                 "vanilla did not run or its mean return is not positive)",
                  f"Missing runs ({len(missing)}): {missing_text}")  # fmt: skip
     figure(experiment, scale, runs, rows, folder / "figure.png")
     return folder
@@ -208,8 +213,8 @@ def _panel(ax: Any, panel: str, variant: str, env: str, methods: list[str], runs
 def _box(ax: Any, mine: dict[str, list[dict[str, Any]]], title: str) -> None:
     """Fig. 10: normalised final returns per method, boxes over seeds, whiskers at min and max, the median line."""
     vanilla = [r["final_eval_return"] for r in mine.get("vanilla", [])]
-    if not vanilla or not np.mean(vanilla):
-        ax.set_title(f"{title}\n(no vanilla run: nothing to normalise by)", fontsize=7)
+    if not vanilla or np.mean(vanilla) <= 0:
+        ax.set_title(f"{title}\n(no vanilla run with a positive return to normalise by)", fontsize=7)
         return
     methods = [m for m, rs in mine.items() if rs]
     data = [stats.normalized([r["final_eval_return"] for r in mine[m]], float(np.mean(vanilla))) for m in methods]
