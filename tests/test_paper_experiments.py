@@ -137,6 +137,17 @@ def test_every_listed_method_is_in_the_registry_and_an_unknown_one_is_refused():
         EXPERIMENTS["table8-baselines"].commands("smoke", methods=("vanilla", "no-such-method"))
 
 
+def test_variants_select_cells_and_an_unknown_one_is_refused(tmp_path, capsys):
+    argvs = EXPERIMENTS["fig9-depth"].commands("paper", variants=("blocks1", "blocks4"))
+    assert len(argvs) == 2 * 4  # two depths on the four tasks
+    assert {argv[argv.index("--critic-net-depth") + 1] for argv in argvs} == {"1", "4"}
+    with pytest.raises(SystemExit):
+        cli.main(["run", "fig9-depth", "--variants", "blocks9", "--out", str(tmp_path)])
+    assert "unknown variants ['blocks9']; choose among ['blocks1', 'blocks2', 'blocks3', 'blocks4']" in (
+        capsys.readouterr().err
+    )
+
+
 def test_smoke_run_composes_the_runner_and_skips_finished_runs(tmp_path, capfd):
     argv = ["run", "fig12-activations", "--scale", "smoke", "--methods", "regrama", "--accelerator", "cpu"]
     cli.main([*argv, "--out", str(tmp_path)])
