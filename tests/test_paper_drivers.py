@@ -101,6 +101,7 @@ def test_fig5_cifar_without_the_data_names_the_folder_and_the_fix(tmp_path, caps
         (["run", "fig5-time", "--methods", "redo"], "fig5-time does not use --methods"),
         (["run", "fig8-bro", "--data-dir", "data"], "--data-dir is for fig5-cifar"),
         (["report", "fig5-cifar", "--seeds", "0"], "fig5-cifar reports every finished run"),
+        (["run", "fig5-time", "--accelerator", "tpu-nope"], "--accelerator tpu-nope with --devices 1 cannot run"),
     ],
 )
 def test_a_flag_an_experiment_does_not_use_is_refused(tmp_path, capsys, argv, message):

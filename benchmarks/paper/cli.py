@@ -108,7 +108,10 @@ def _driver(parser: argparse.ArgumentParser, args: argparse.Namespace, experimen
     refused = [f"--{k.replace('_', '-')}" for k in given if k not in accepted]
     if refused:
         parser.error(f"{experiment.name} does not use {', '.join(refused)} ({where} runs its own settings).")
-    driver.run(args.scale, Path(args.out), tuple(args.seeds) if args.seeds else None, **given)
+    try:
+        driver.run(args.scale, Path(args.out), tuple(args.seeds) if args.seeds else None, **given)
+    except ValueError as error:  # the drivers' checks of their settings, made before any work
+        parser.error(str(error))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -133,16 +133,32 @@ def _cost(pairs: list[tuple[float, float]]) -> tuple[float, float]:
     return statistics.fmean(on - off for on, off in kept), statistics.fmean(off for _, off in kept)
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def measure(setting: Setting, seed: int, accelerator: str, threads: int = 1) -> dict[str, Any]:
     """Time every configuration in ``setting.rounds`` interleaved rounds on one BRO-net agent.
 
+    Args:
+        setting: what to time (task, network size, pairs, rounds).
+        seed: seed of the agent, its environment and the callbacks' re-draws.
+        accelerator: Lightning's accelerator (``cpu``, ``gpu``, ``auto``).
+        threads: torch CPU threads.
+
     Returns:
-        ``{"rounds": [{config: {"cost_s", "bare_s", "neurons_reset"}}, ...], "machine": {...}}``.
+        ``{"rounds": [{config: {"cost_s", "bare_s", "neurons_reset", "pairs"}}, ...], "machine": {...}}``.
     """
     import lightning.pytorch as pl
     import torch
 
     from ..harness.process import prepare
+    from ..overhead.timing import Gate
     from ..rl.bro import BRO, bro_net
 
     prepare(threads)
@@ -152,7 +168,6 @@ def measure(setting: Setting, seed: int, accelerator: str, threads: int = 1) -> 
                             buffer_size=100_000, seed=seed, checkpoint_buffer=False)  # fmt: skip
     agent = BRO(setting.env, loop, n_quantiles=setting.quantiles, actor_net=bro_net(1, setting.width),
                 critic_net=bro_net(2, setting.width))  # fmt: skip
-    from ..overhead.timing import Gate
 
     # A first fit fills the buffer with random steps and moves the agent to the device.
     agent.total_steps = learning + 1
@@ -169,14 +184,21 @@ def measure(setting: Setting, seed: int, accelerator: str, threads: int = 1) -> 
         rounds.append(result)
         print(f"fig5-time: round {r + 1}/{setting.rounds} done", flush=True)
     agent.close()
-    device = torch.cuda.get_device_name(agent.device) if agent.device.type == "cuda" else platform.processor()
-    machine = {"device": str(agent.device), "name": device or platform.machine(), "clock": clock,
+    device = torch.cuda.get_device_name(agent.device) if agent.device.type == "cuda" else _cpu_name()
+    machine = {"device": str(agent.device), "name": device, "clock": clock,
                "threads": torch.get_num_threads(), "torch": torch.__version__, "host": platform.node()}  # fmt: skip
     return {"rounds": rounds, "machine": machine}
 
 
 def run(scale: str, out: Path, seeds: tuple[int, ...] | None = None, accelerator: str = "auto") -> None:
-    """Time GraMa and ReDo at ``scale`` (skipped when the scale's ``timing.json`` exists)."""
+    """Time GraMa and ReDo at ``scale`` (skipped when the scale's ``timing.json`` exists).
+
+    Raises:
+        ValueError: if Lightning cannot run on ``accelerator`` here (naming ``--accelerator`` and the fix).
+    """
+    from ..harness.devices import check_accelerator
+
+    check_accelerator(accelerator)
     path = result_path(out, scale)
     if path.exists():
         print(f"{path}: done before, skipped (delete it to re-run)")
