@@ -7,6 +7,7 @@ command, on a quiet machine).
 import csv
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 from test_cifar100_continual import one_thread, write_cifar100  # noqa: F401 (one_thread: an autouse fixture)
@@ -109,3 +110,20 @@ def test_a_flag_an_experiment_does_not_use_is_refused(tmp_path, capsys, argv, me
         cli.main([*argv, "--out", str(tmp_path)])
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_paper_scales_follow_the_paper():
+    from benchmarks.cifar100_continual.cli import _parsers, config_from_args
+    from benchmarks.paper import cifar
+
+    # Fig. 5 right (Sec. 4.2): a ReLU MLP, one class added every 15 epochs, all 100 classes, tau 0.01 for GraMa and
+    # 0.02 for ReDo, a reset at each class addition; appendix A's seeds 0-4.
+    argv = cifar.argv("paper", Path("runs"), cifar.SEEDS["paper"], "auto", Path("data"))
+    args = _parsers()[0].parse_args(argv)
+    cfg = config_from_args(args)
+    assert (cfg.model, cfg.classes_per_increment, cfg.epochs_per_increment, cfg.max_classes) == ("mlp", 1, 15, 100)
+    assert (cfg.grama_tau, cfg.redo_tau, cfg.reset_every) == (0.01, 0.02, None)
+    assert args.seeds == [0, 1, 2, 3, 4] and args.methods == ["vanilla", "redo", "regrama"]
+    # Fig. 5 left: BRO-net as in appendix A Table 3 (width 256, batch 128), on a BRO-net task of the paper.
+    paper = timing.SCALES["paper"]
+    assert (paper.width, paper.batch, paper.env) == (256, 128, "dmc:dog-walk")

@@ -94,12 +94,14 @@ def report(scale: str, out: Path) -> Path:
             "final_dormant_ratio": float(np.mean([s["final_dormant_ratio"] for s, _ in done])),
         })  # fmt: skip
     seeds = sorted({s["seed"] for done in runs.values() for s, _ in done})
+    devices = sorted({s.get("device", "?") for done in runs.values() for s, _ in done})
     missing = [
         f"{m}/seed{s}" for m in METHODS for s in SEEDS[scale] if s not in {d["seed"] for d, _ in runs.get(m, [])}
     ]
     target = out / "fig5-cifar"
-    write_tables(target, rows, COLUMNS, f"fig5-cifar (Fig. 5 right), {scale} scale, seeds {seeds}: class-incremental "
-                 "CIFAR-100, ReLU MLP; accuracy on the test images of the classes seen so far",
+    write_tables(target, rows, COLUMNS, f"fig5-cifar (Fig. 5 right), {scale} scale, seeds {seeds}, device "
+                 f"{', '.join(devices)}: class-incremental CIFAR-100, ReLU MLP; accuracy on the test images of the "
+                 "classes seen so far (mean [95% bootstrap interval] over seeds)",
                  f"Missing runs ({len(missing)}): {', '.join(missing) or 'none'}")  # fmt: skip
     _figure(runs, target / "figure.png", scale)
     return target
