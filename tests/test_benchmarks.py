@@ -64,3 +64,27 @@ def test_benchmarks_import_each_other_relatively_so_that_they_run_under_their_in
     assert not offenders
     packages = {p.parent.name for p in root.glob("*/__init__.py")}
     assert {"harness", "rl", "cifar100_continual", "random_labels", "overhead"} <= packages
+
+
+def test_the_csv_logger_writes_one_row_per_step_and_overwrites_nothing(tmp_path):
+    import csv
+
+    from benchmarks.harness.csv_logger import StepCSVLogger
+
+    logger = StepCSVLogger(tmp_path, name="run", version=0, flush_logs_every_n_steps=3)
+    logger.log_metrics({"train/loss": 1.0}, step=5)
+    logger.log_metrics({"grama/ratio": 0.5}, step=5)  # joins step 5's row
+    logger.log_metrics({"train/episode_return": -3.0}, step=7)
+    logger.log_metrics({"train/episode_return": -4.0}, step=7)  # a second episode at step 7: its own row
+    # Three rows pending: those before step 7 are written, step 7's stay open for more of its values.
+    path = tmp_path / "run" / "version_0" / "metrics.csv"
+    assert len(path.read_text().splitlines()) == 2
+    logger.log_metrics({"dormant/ratio": 0.25}, step=7)
+    logger.save()
+    with path.open(newline="") as f:
+        rows = [{k: v for k, v in row.items() if v} for row in csv.DictReader(f)]
+    assert rows == [
+        {"step": "5", "train/loss": "1.0", "grama/ratio": "0.5"},
+        {"step": "7", "train/episode_return": "-3.0", "dormant/ratio": "0.25"},
+        {"step": "7", "train/episode_return": "-4.0"},
+    ]

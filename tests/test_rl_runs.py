@@ -3,6 +3,7 @@ hyperparameters in hparams.yaml and TensorBoard, a progress bar that names the r
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -90,6 +91,12 @@ def test_reruns_are_keyed_on_the_full_settings_and_never_mix_logs(tmp_path, caps
     first = cli.main(args)[0]
     printed = capsys.readouterr().out  # --no-progress: one line per evaluation instead of a bar
     assert "Pendulum-v1: 200 environment steps, evaluation return" in printed and "GraMa ratio 0." in printed
+    with (folder / "metrics.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps = [row["step"] for row in rows]
+    assert len(steps) == len(set(steps)) > 1  # one row per step: the agent's, ReGraMa's and ReDo's values joined
+    logged = [row for row in rows if row["train/critic_loss"]]
+    assert logged and all(row["grama/ratio"] and row["dormant/ratio"] for row in logged)
     events = sorted((folder / "tensorboard").glob("events.out.tfevents.*"))
     assert cli.main(args)[0] == first  # done: skipped, nothing written
     assert "done before with these settings, skipped" in capsys.readouterr().out
