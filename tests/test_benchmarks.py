@@ -34,6 +34,14 @@ def test_random_label_demo_writes_one_row_per_method_and_phase_and_is_determinis
     assert sum(int(r["reset"]) for r in rows if r["method"] == "regrama") > 0  # tau=0.5 flags neurons
     # Same seed, same result: the regrama rows of a second, separate run are identical.
     assert [r for r in rows if r["method"] == "regrama"] == _rows(tmp_path / "b.csv")
+    # The table over seeds next to the CSV: per method the last phase's accuracy over the two seeds, whose
+    # 95% percentile bootstrap interval spans both values.
+    table = _rows(tmp_path / "a_seeds.csv")
+    assert [r["method"] for r in table] == list(random_labels.METHODS) and {r["seeds"] for r in table} == {"2"}
+    for row in table:
+        last = [float(r["accuracy"]) for r in both if r["method"] == row["method"] and r["phase"] == "2"]
+        assert float(row["last_acc_mean"]) == pytest.approx(sum(last) / 2)
+        assert (float(row["last_acc_ci_low"]), float(row["last_acc_ci_high"])) == (min(last), max(last))
 
 
 def test_overhead_gate_runs_the_callback_on_every_other_step_only(tmp_path):
@@ -88,3 +96,27 @@ def test_the_csv_logger_writes_one_row_per_step_and_overwrites_nothing(tmp_path)
         {"step": "7", "train/episode_return": "-3.0", "dormant/ratio": "0.25"},
         {"step": "7", "train/episode_return": "-4.0"},
     ]
+
+
+def test_the_seed_table_leaves_out_missing_values_and_says_so():
+    from benchmarks.harness.seed_table import Metric, format_seed_table, seed_rows
+
+    runs = [
+        {"method": "vanilla", "ret": 10.0, "ratio": 0.5},
+        {"method": "vanilla", "ret": 20.0, "ratio": None},  # never measured
+        {"method": "vanilla", "ret": 60.0, "ratio": float("nan")},
+        {"method": "vanilla", "ret": 30.0, "ratio": 0.25},
+        {"method": "regrama", "ret": 7.0, "ratio": None},
+    ]
+    metrics = [Metric("ret", "return", 1, iqm=True), Metric("ratio", "ratio", 2)]
+    vanilla, regrama = seed_rows(runs, metrics)
+    assert (vanilla["seeds"], vanilla["ret_mean"], vanilla["ret_seeds"]) == (4, 30.0, 4)
+    assert vanilla["ret_iqm"] == pytest.approx((20.0 + 30.0) / 2)  # the middle half of 10, 20, 30, 60
+    assert (vanilla["ratio_mean"], vanilla["ratio_seeds"]) == (0.375, 2)
+    assert regrama["ratio_mean"] is None and regrama["ratio_seeds"] == 0
+    lines = format_seed_table([vanilla, regrama], metrics).splitlines()
+    assert lines[0].split() == ["method", "seeds", "return", "return", "IQM", "ratio"]
+    assert "30.0 [" in lines[1] and "0.38 [0.25, 0.50]" in lines[1]
+    assert lines[2].split()[:4] == ["regrama", "1", "7.0", "7.0"]  # one seed: the value, no interval
+    assert lines[2].endswith("not measured")
+    assert lines[3] == "vanilla: ratio of 2 of 4 seeds (the others measured none)"

@@ -564,6 +564,14 @@ def test_command_line_runs_a_grid_and_plots_it(cifar, tmp_path, capsys):
     for method in ("vanilla", "regrama"):
         for seed in (0, 1):
             assert len(read_csv(out / method / f"seed{seed}" / "metrics.csv")) == 6
+    # The table over seeds, printed and written next to the runs: with two seeds the percentile bootstrap
+    # interval of the mean spans the two values (resampled means are a, (a + b) / 2 or b).
+    assert "Over seeds, per method: mean [95% bootstrap interval over seeds]" in printed
+    for row in read_csv(out / "seed_table.csv"):
+        finals = [json.loads((out / row["method"] / f"seed{s}" / "summary.json").read_text())["final_test_acc"]
+                  for s in (0, 1)]  # fmt: skip
+        assert row["seeds"] == "2" and float(row["final_test_acc_mean"]) == pytest.approx(sum(finals) / 2)
+        assert (float(row["final_test_acc_ci_low"]), float(row["final_test_acc_ci_high"])) == (min(finals), max(finals))
     cli.main([*base, *TINY_ARGS, "--methods", "vanilla", "--seeds", "0"])
     assert "done before with these settings, skipped" in capsys.readouterr().out
 

@@ -171,3 +171,22 @@ def test_the_plot_takes_the_environment_id_as_typed(tmp_path, capsys):
     with pytest.raises(SystemExit) as missing:
         plot.main([str(tmp_path / "dmc:walker-run")])
     assert missing.value.code == 2 and "run `python -m benchmarks.rl --out ...` first" in capsys.readouterr().err
+
+
+def test_a_multi_seed_command_ends_with_the_table_over_seeds(tmp_path, capsys):
+    summaries = cli.main([*ARGS, "--steps", "200", "--seeds", "0", "1", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "Over seeds, per method: mean [95% bootstrap interval over seeds] of sac on Pendulum-v1" in printed
+    assert "IQM: interquartile mean of final return" in printed
+    path = tmp_path / "Pendulum-v1" / "sac" / "seed_table.csv"
+    with path.open(newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    returns = [s["final_eval_return"] for s in summaries]
+    assert row["method"] == "regrama" and row["seeds"] == "2" and returns[0] != returns[1]
+    # Two seeds: the percentile bootstrap interval of the mean spans both values, the IQM is their mean.
+    assert float(row["final_eval_return_mean"]) == pytest.approx(sum(returns) / 2)
+    assert float(row["final_eval_return_iqm"]) == pytest.approx(sum(returns) / 2)
+    low, high = float(row["final_eval_return_ci_low"]), float(row["final_eval_return_ci_high"])
+    assert (low, high) == pytest.approx((min(returns), max(returns)))
+    ratios = [s["grama_ratio"] for s in summaries]
+    assert float(row["grama_ratio_mean"]) == pytest.approx(sum(ratios) / 2)

@@ -264,4 +264,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{s['method']:<8} {s['seed']:>4} {s['final_test_acc']:>14.3f} {s['mean_test_acc']:>13.3f} "
             f"{s['final_grama_ratio']:>11.3f} {runner.duration(s['seconds']):>8}"
         )
+    from ..harness.seed_table import Metric, report_seeds
+
+    metrics = [Metric("final_test_acc", "final test acc"), Metric("mean_test_acc", "mean test acc"),
+               Metric("final_grama_ratio", "final GraMa ratio", 4),
+               Metric("final_dormant_ratio", "final dormant ratio", 4)]  # fmt: skip
+    table = report_seeds(summaries, metrics, out / "seed_table.csv", f"the runs of {schedule.total_epochs} epochs")
+    if len(args.seeds) > 1:
+        print(f"\n{table}")
     print(f"\nplot: {PROG} plot {out}")
