@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.harness import style
 from benchmarks.overhead import cli as overhead
 from benchmarks.overhead import timing as overhead_timing
 from benchmarks.random_labels import cli as random_labels
+from benchmarks.random_labels.fit import PhaseRow
+from benchmarks.random_labels.plot import draw_phases
 
 TINY = ["--phases", "3", "--epochs-per-phase", "2", "--samples", "96", "--width", "16", "--batch-size", "32"]
 
@@ -36,6 +39,12 @@ def test_random_label_demo_writes_one_row_per_method_and_phase_and_is_determinis
     assert [r for r in rows if r["method"] == "regrama"] == _rows(tmp_path / "b.csv")
     # The table over seeds next to the CSV: per method the last phase's accuracy over the two seeds, whose
     # 95% percentile bootstrap interval spans both values.
+    # The figure: every method in its colour of every plot.
+    phase_rows = [PhaseRow(r["method"], int(r["phase"]), float(r["accuracy"]), float(r["grama"]), float(r["dormant"]),
+                           int(r["reset"]), float(r["rank"]), int(r["seed"])) for r in both]  # fmt: skip
+    ax = draw_phases(phase_rows).axes[0]
+    colours = {line.get_label(): line.get_color() for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert colours == {style.label(m): style.color(m) for m in random_labels.METHODS}
     table = _rows(tmp_path / "a_seeds.csv")
     assert [r["method"] for r in table] == list(random_labels.METHODS) and {r["seeds"] for r in table} == {"2"}
     for row in table:

@@ -27,10 +27,10 @@ from benchmarks.cifar100_continual.data import (
 )
 from benchmarks.cifar100_continual.methods import METHODS, FreshStart, TaskLRSchedule, make_method
 from benchmarks.cifar100_continual.models import MLPClassifier, ResNet18Classifier, seen_logits
-from benchmarks.cifar100_continual.plot import load_results, plot_results
+from benchmarks.cifar100_continual.plot import draw_results, load_results, plot_results
 from benchmarks.cifar100_continual.record import COLUMNS
 from benchmarks.cifar100_continual.schedule import ClassSchedule
-from benchmarks.harness import runs
+from benchmarks.harness import runs, style
 from benchmarks.harness.methods import METHODS as METHOD_INFO
 
 CLASSES, TRAIN_PER_CLASS, TEST_PER_CLASS = 5, 20, 6
@@ -578,6 +578,19 @@ def test_command_line_runs_a_grid_and_plots_it(cifar, tmp_path, capsys):
     cli.main(["plot", str(out)])
     png = out / "fig5_right.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    # The figure: the methods' colours of every plot, class additions (epochs 2 and 4: 2 classes + 1 every 2
+    # epochs) as dotted lines, ReGraMa's reset epochs (its first seed's) as ticks; none for vanilla.
+    ax = draw_results(out).axes[0]
+    curves = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert sorted(curves) == ["ReGraMa (2 seeds)", "Vanilla (2 seeds)"]
+    assert curves["ReGraMa (2 seeds)"].get_color() == style.color("regrama")
+    assert curves["Vanilla (2 seeds)"].get_color() == style.color("vanilla")
+    additions = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert additions == [2, 4]
+    ticks = [line for line in ax.get_lines() if line.get_marker() == "|"]
+    reset_epochs = json.loads((out / "regrama" / "seed0" / "summary.json").read_text())["reset_epochs"]
+    assert reset_epochs and [t.get_xdata().tolist() for t in ticks] == [reset_epochs]
+    assert ticks[0].get_color() == style.color("regrama")
     path = plot_results(out, tmp_path / "three.png", metrics=["test_acc", "grama_ratio", "dormant_ratio"], smooth=2)
     assert path.exists()
     with pytest.raises(ValueError, match="Unknown metrics"):

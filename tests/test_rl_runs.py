@@ -190,3 +190,37 @@ def test_a_multi_seed_command_ends_with_the_table_over_seeds(tmp_path, capsys):
     assert (low, high) == pytest.approx((min(returns), max(returns)))
     ratios = [s["grama_ratio"] for s in summaries]
     assert float(row["grama_ratio_mean"]) == pytest.approx(sum(ratios) / 2)
+
+
+def test_the_plot_compares_agents_with_a_colour_per_method_and_marks_resets(tmp_path):
+    from benchmarks.harness import style
+    from benchmarks.rl import plot
+
+    for agent, method in (("sac", "vanilla"), ("sac", "regrama"), ("bro", "regrama"), ("dacer", "redo")):
+        for seed in (0, 1):
+            folder = tmp_path / "Hopper-v5" / agent / method / f"seed{seed}"
+            runs.begin(folder, {"agent": agent, "method": method, "seed": seed})
+            reset = "" if method == "vanilla" else "12"
+            rows = ["step,eval/return,grama/ratio,dormant/ratio,reset/neurons", f"1000,{10 + seed},0.1,0.2,{reset}",
+                    "1500,,,,0", f"2000,{20 + seed},0.05,0.3,{reset}"]  # fmt: skip
+            (folder / "metrics.csv").write_text("\n".join(rows) + "\n")
+            runs.finish(folder, {})
+    fig = plot.draw(tmp_path / "Hopper-v5")
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["bro regrama (2 seeds)", "dacer redo (2 seeds)", "sac regrama (2 seeds)", "sac vanilla (2 seeds)"]
+    curves = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    # The method's colour in every plot; the agent's line style.
+    assert (
+        curves["bro regrama (2 seeds)"].get_color()
+        == style.color("regrama")
+        == curves["sac regrama (2 seeds)"].get_color()
+    )
+    assert curves["sac vanilla (2 seeds)"].get_color() == style.color("vanilla")
+    assert len({curves[label].get_linestyle() for label in labels}) == 3  # bro, dacer, sac
+    assert curves["sac regrama (2 seeds)"].get_linestyle() == curves["sac vanilla (2 seeds)"].get_linestyle()
+    assert curves["sac regrama (2 seeds)"].get_ydata().tolist()[0] == 10.5  # the mean over seeds
+    # Reset events: ticks at the steps with neurons reset (not at 1500, where none were), none for vanilla.
+    ticks = [line for line in ax.get_lines() if line.get_marker() == "|"]
+    assert {tuple(line.get_xdata().tolist()) for line in ticks} == {(1000, 2000)}
+    assert style.color("vanilla") not in {line.get_color() for line in ticks} and len(ticks) == 3
