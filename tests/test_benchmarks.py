@@ -129,3 +129,11 @@ def test_the_seed_table_leaves_out_missing_values_and_says_so():
     assert lines[2].split()[:4] == ["regrama", "1", "7.0", "7.0"]  # one seed: the value, no interval
     assert lines[2].endswith("not measured")
     assert lines[3] == "vanilla: ratio of 2 of 4 seeds (the others measured none)"
+
+
+def test_the_benchmarks_examples_are_collected_as_doctests():
+    import tomllib
+
+    config = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    options = config["tool"]["pytest"]["ini_options"]
+    assert "benchmarks" in options["testpaths"] and "--doctest-modules" in options["addopts"]
