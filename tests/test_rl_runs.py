@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -41,7 +42,9 @@ def tensorboard(folder):
     return events
 
 
-def test_a_run_interrupted_by_ctrl_c_resumes_with_the_same_counters_buffer_schedule_and_logs(tmp_path, restore_sigint):
+def test_a_run_interrupted_by_ctrl_c_resumes_with_the_same_counters_buffer_schedule_and_logs(
+    tmp_path, restore_sigint, capsys
+):
     full = cli.main([*ARGS, "--out", str(tmp_path / "full")])[0]
 
     out = tmp_path / "cut"
@@ -56,7 +59,13 @@ def test_a_run_interrupted_by_ctrl_c_resumes_with_the_same_counters_buffer_sched
     with pytest.raises(SystemExit) as refused:  # not silently restarted: the fix is named
         cli.main([*ARGS, "--out", str(out)])
     assert refused.value.code == 2
+    capsys.readouterr()
     resumed = cli.main([*ARGS, "--out", str(out), "--resume"])[0]
+    # Said before it trains, and the time is the whole run's: the first attempt's (up to its checkpoint) included.
+    printed = capsys.readouterr().out
+    assert f"{folder}: resuming at 200 environment steps (100 updates), with the replay buffer saved" in printed
+    assert resumed["seconds"] > saved["off_policy_agent"]["seconds"] > 0
+    assert resumed["env_steps_per_s"] == pytest.approx(resumed["env_steps"] / resumed["seconds"])
 
     for key in ("env_steps", "updates", "reset_events", "buffer_size"):
         assert resumed[key] == full[key], key
@@ -91,6 +100,7 @@ def test_reruns_are_keyed_on_the_full_settings_and_never_mix_logs(tmp_path, caps
     first = cli.main(args)[0]
     printed = capsys.readouterr().out  # --no-progress: one line per evaluation instead of a bar
     assert "Pendulum-v1: 200 environment steps, evaluation return" in printed and "GraMa ratio 0." in printed
+    assert re.search(r"eval return -?\d+\.\d at 200 steps, GraMa ratio 0\.\d{4}, \d+ env steps/s", printed)
     with (folder / "metrics.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     steps = [row["step"] for row in rows]
@@ -118,7 +128,9 @@ def test_hyperparameters_progress_bar_and_buffer_size_are_recorded(tmp_path, cap
     args = [a for a in ARGS if a != "--no-progress"]
     summary = cli.main([*args, "--steps", "200", "--out", str(tmp_path)])[0]
     folder = tmp_path / "Pendulum-v1" / "sac" / "regrama" / "seed0"
-    assert "sac regrama seed0 Pendulum-v1" in capsys.readouterr().out  # the progress bar names the run
+    shown = capsys.readouterr().out
+    assert "sac regrama seed0 Pendulum-v1" in shown  # the progress bar names the run
+    assert "v_num" not in shown  # the folder names the run; Lightning's v_num=eed0 said nothing
     asked = summary["config"]["agent_args"]["loop"]["buffer_size"]
     assert summary["buffer_size"] == 200 and asked == 1_000_000  # used / asked
     hparams = yaml.safe_load((folder / "hparams.yaml").read_text())
@@ -167,6 +179,10 @@ def test_the_plot_takes_the_environment_id_as_typed(tmp_path, capsys):
         (folder / "metrics.csv").write_text("\n".join(rows) + "\n")
         runs.finish(folder, {})
     png = plot.main([str(tmp_path / "dmc:cheetah-run")])  # as passed to --env; the folder says dmc_cheetah-run
+    fig = plot.draw(plot.run_folder(tmp_path / "dmc:cheetah-run"))
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["bro regrama (1 seed)", "sac regrama (1 seed)", "sac vanilla (1 seed)"]  # not "(1 seeds)"
+    assert fig._suptitle.get_text() == "dmc_cheetah-run (one seed per curve)"  # no spread over one seed
     assert png == tmp_path / "dmc_cheetah-run" / "curves.png" and png.stat().st_size > 10_000
     with pytest.raises(SystemExit) as missing:
         plot.main([str(tmp_path / "dmc:walker-run")])
@@ -224,3 +240,16 @@ def test_the_plot_compares_agents_with_a_colour_per_method_and_marks_resets(tmp_
     ticks = [line for line in ax.get_lines() if line.get_marker() == "|"]
     assert {tuple(line.get_xdata().tolist()) for line in ticks} == {(1000, 2000)}
     assert style.color("vanilla") not in {line.get_color() for line in ticks} and len(ticks) == 3
+
+
+def test_a_resume_without_the_buffer_says_it_refills_it_first(tmp_path):
+    from types import SimpleNamespace
+
+    from benchmarks.rl.runner import resume_note
+
+    path = tmp_path / "last.ckpt"
+    torch.save({"off_policy_agent": {"env_steps": 3000, "updates": 1000}}, path)
+    note = resume_note(tmp_path, path, SimpleNamespace(learning_starts=1000))
+    assert note.startswith(f"{tmp_path}: resuming at 3000 environment steps (1000 updates); the checkpoint holds ")
+    assert "no replay buffer (--no-checkpoint-buffer)" in note and "refills it with 1000 steps" in note
+    assert "fewer updates than an uninterrupted run" in note
