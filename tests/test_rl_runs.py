@@ -17,7 +17,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from benchmarks.harness import runs
 from benchmarks.rl import cli
 from benchmarks.rl.plot import read_series
-from benchmarks.rl.runner import run
+from benchmarks.rl.runner import run, run_dir
 
 ARGS = ["--env", "Pendulum-v1", "--methods", "regrama", "--steps", "400", "--learning-starts", "100"]
 ARGS += ["--batch-size", "32", "--width", "32", "--eval-every", "200", "--eval-episodes", "1", "--log-every", "25"]
@@ -122,6 +122,10 @@ def test_reruns_are_keyed_on_the_full_settings_and_never_mix_logs(tmp_path, caps
     assert not set(events) & set((folder / "tensorboard").glob("events.out.tfevents.*"))  # the old run's are gone
     steps, _ = read_series(folder / "metrics.csv", "eval/return")
     assert steps.tolist() == [200]  # one run's rows only
+    # Another agent with the same --out: a folder of its own, nothing refused (its settings differ in every part).
+    for agent in ("bro", "dacer"):
+        config = cli.parse([*args, "--agent", agent])[0]
+        assert run_dir(config, "regrama", 0) == tmp_path / "Pendulum-v1" / agent / "regrama" / "seed0"
 
 
 def test_hyperparameters_progress_bar_and_buffer_size_are_recorded(tmp_path, capsys):
