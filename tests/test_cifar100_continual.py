@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import pickle
+import re
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
@@ -605,7 +606,12 @@ def test_a_measuring_period_longer_than_an_epoch_still_measures_every_epoch(cifa
     args = ["run", "--data-dir", str(root), "--no-verify-integrity", "--out", str(out), "--accelerator", "cpu"]
     tiny = [a if a != "1" else "50" for a in TINY_ARGS]  # --log-every 50; the first epochs: 2 x 16 images / 8
     cli.main([*args, *tiny, "--methods", "vanilla"])
-    assert "measuring the ratios every 4 steps, not every 50 (--log-every)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "measuring the ratios every 4 steps, not every 50 (--log-every)" in printed
+    # --no-progress: a line per epoch instead of a bar.
+    epochs = re.findall(r"\[1/1\] mlp vanilla seed0: epoch (\d)/6, (\d) classes, test acc \d\.\d{3}, GraMa ratio "
+                        r"\d\.\d{4}, 0 neurons reset", printed)  # fmt: skip
+    assert epochs == [("1", "2"), ("2", "2"), ("3", "3"), ("4", "3"), ("5", "4"), ("6", "4")]
     rows = read_csv(out / "vanilla" / "seed0" / "metrics.csv")
     assert len(rows) == 6 and all(math.isfinite(float(r["grama_ratio"])) for r in rows)
 
@@ -739,6 +745,8 @@ def test_reruns_are_keyed_on_the_full_settings_and_unfinished_runs_are_not_plott
     assert list(complete) == ["vanilla"] and incomplete == [out / "regrama" / "seed0"]
     everything, _ = load_results(out, include_incomplete=True)
     assert sorted(everything) == ["regrama", "vanilla"] and len(everything["regrama"][0]["epoch"]) == 2
+    legend = draw_results(out, include_incomplete=True).axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["Vanilla (1 seed)", "ReGraMa (1 seed, 1 incomplete)"]
 
 
 def test_hyperparameters_go_to_hparams_yaml_and_tensorboard(cifar, tmp_path):
