@@ -137,3 +137,51 @@ def test_the_benchmarks_examples_are_collected_as_doctests():
     config = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
     options = config["tool"]["pytest"]["ini_options"]
     assert "benchmarks" in options["testpaths"] and "--doctest-modules" in options["addopts"]
+
+
+def _relative_imports(root):
+    """Module -> the benchmark modules it imports (at any level: lazy and type-only imports count too)."""
+    import ast
+
+    def name(path):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    modules = {name(p): p for p in root.rglob("*.py")}
+    graph = {}
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join([*base, *([node.module] if node.module else [])])
+                found |= {t for t in [target, *(f"{target}.{a.name}" for a in node.names)] if t in modules}
+        graph[module] = found - {module}
+    return graph
+
+
+def test_no_benchmark_module_imports_one_that_imports_it_back():
+    graph = _relative_imports(Path(__file__).resolve().parents[1] / "benchmarks")
+    assert graph["benchmarks.random_labels.cli"] >= {"benchmarks.random_labels.fit"}  # the graph sees lazy imports
+
+    def reaches(start, goal, seen):
+        return any(n == goal or (n not in seen and not seen.add(n) and reaches(n, goal, seen)) for n in graph[start])
+
+    circles = sorted(m for m in graph if reaches(m, m, set()))
+    assert not circles  # e.g. random_labels.fit <-> cli, overhead.timing <-> cli before the layout change
+
+
+def test_each_method_list_is_defined_once():
+    from benchmarks.cifar100_continual.config import METHODS as CIFAR
+    from benchmarks.harness.methods import method_names
+    from benchmarks.rl.methods import METHODS as RL
+
+    assert (tuple(RL), tuple(CIFAR), tuple(random_labels.METHODS)) == tuple(
+        tuple(method_names(b)) for b in ("rl", "cifar100_continual", "random_labels")
+    )
+    # No benchmark writes its list out (paper/ picks the methods of each of the paper's experiments from these).
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    literal = re.compile(r"^METHODS\s*(:[^=]*)?=\s*[\[\(\{]", re.M)  # a list written out, not method_names(...)
+    written = [str(p.relative_to(root)) for p in root.rglob("*.py") if literal.search(p.read_text())]
+    assert [p for p in written if not p.startswith("paper/")] == ["harness/methods.py"]
