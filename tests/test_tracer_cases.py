@@ -289,7 +289,7 @@ class LateBranch(Classifier):
 def test_a_layer_first_run_later_is_traced_then(caplog):
     model = LateBranch()
     callback = ReGraMa(reset_every_n_steps=None, log_every_n_steps=1)
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch"):  # a benchmark test may have quietened it
         trainer([callback], max_steps=5).fit(model, loader(n=80))
     assert callback.scored == ["a", "extra"]
     # What is measured, said in words: first the layers found, then the one that joined when it first ran.

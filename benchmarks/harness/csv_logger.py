@@ -47,11 +47,12 @@ class StepCSVLogger(CSVLogger):
 
     Example:
         >>> import tempfile
-        >>> logger = StepCSVLogger(tempfile.mkdtemp(), name="run", version=0)
-        >>> logger.log_metrics({"train/loss": 0.5}, step=10)
-        >>> logger.log_metrics({"grama/ratio": 0.25}, step=10)
-        >>> logger.save()
-        >>> print(open(logger.experiment.metrics_file_path).read().strip())
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     logger = StepCSVLogger(folder, name="run", version=0)
+        ...     logger.log_metrics({"train/loss": 0.5}, step=10)
+        ...     logger.log_metrics({"grama/ratio": 0.25}, step=10)
+        ...     logger.save()
+        ...     print(open(logger.experiment.metrics_file_path).read().strip())
         grama/ratio,step,train/loss
         0.25,10,0.5
     """
