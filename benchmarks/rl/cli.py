@@ -228,7 +228,9 @@ def _seed_table(config: RunConfig, summaries: list[dict], show: bool) -> None:
     metrics = [Metric("final_eval_return", "final return", 1, iqm=True), Metric("grama_ratio", "GraMa ratio", 4),
                Metric("dormant_ratio", "dormant ratio", 4)]  # fmt: skip
     path = config.out / env_folder(config.env) / config.agent / "seed_table.csv"
-    text = report_seeds(summaries, metrics, path, f"{config.agent} on {config.env} after {config.steps} steps")
+    text = report_seeds(
+        summaries, metrics, path, f"{config.agent} on {config.env} after {config.steps} environment steps"
+    )
     if show:
         print(f"\n{text}")
 
