@@ -100,6 +100,7 @@ def test_reruns_are_keyed_on_the_full_settings_and_never_mix_logs(tmp_path, caps
     first = cli.main(args)[0]
     printed = capsys.readouterr().out  # --no-progress: one line per evaluation instead of a bar
     assert "Pendulum-v1: 200 environment steps, evaluation return" in printed and "GraMa ratio 0." in printed
+    assert re.search(r"Pendulum-v1: 200 environment steps, evaluation return -?\d+\.\d \(one episode\)\n", printed)
     assert re.search(r"eval return -?\d+\.\d at 200 steps, GraMa ratio 0\.\d{4}, \d+ env steps/s", printed)
     with (folder / "metrics.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
