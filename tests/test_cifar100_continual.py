@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import pickle
+import re
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
@@ -27,10 +28,10 @@ from benchmarks.cifar100_continual.data import (
 )
 from benchmarks.cifar100_continual.methods import METHODS, FreshStart, TaskLRSchedule, make_method
 from benchmarks.cifar100_continual.models import MLPClassifier, ResNet18Classifier, seen_logits
-from benchmarks.cifar100_continual.plot import load_results, plot_results
+from benchmarks.cifar100_continual.plot import draw_results, load_results, plot_results
 from benchmarks.cifar100_continual.record import COLUMNS
 from benchmarks.cifar100_continual.schedule import ClassSchedule
-from benchmarks.harness import runs
+from benchmarks.harness import runs, style
 from benchmarks.harness.methods import METHODS as METHOD_INFO
 
 CLASSES, TRAIN_PER_CLASS, TEST_PER_CLASS = 5, 20, 6
@@ -564,12 +565,33 @@ def test_command_line_runs_a_grid_and_plots_it(cifar, tmp_path, capsys):
     for method in ("vanilla", "regrama"):
         for seed in (0, 1):
             assert len(read_csv(out / method / f"seed{seed}" / "metrics.csv")) == 6
+    # The table over seeds, printed and written next to the runs: with two seeds the percentile bootstrap
+    # interval of the mean spans the two values (resampled means are a, (a + b) / 2 or b).
+    assert "Over seeds, per method: mean [95% bootstrap interval over seeds]" in printed
+    for row in read_csv(out / "seed_table.csv"):
+        finals = [json.loads((out / row["method"] / f"seed{s}" / "summary.json").read_text())["final_test_acc"]
+                  for s in (0, 1)]  # fmt: skip
+        assert row["seeds"] == "2" and float(row["final_test_acc_mean"]) == pytest.approx(sum(finals) / 2)
+        assert (float(row["final_test_acc_ci_low"]), float(row["final_test_acc_ci_high"])) == (min(finals), max(finals))
     cli.main([*base, *TINY_ARGS, "--methods", "vanilla", "--seeds", "0"])
     assert "done before with these settings, skipped" in capsys.readouterr().out
 
     cli.main(["plot", str(out)])
     png = out / "fig5_right.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    # The figure: the methods' colours of every plot, class additions (epochs 2 and 4: 2 classes + 1 every 2
+    # epochs) as dotted lines, ReGraMa's reset epochs (its first seed's) as ticks; none for vanilla.
+    ax = draw_results(out).axes[0]
+    curves = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert sorted(curves) == ["ReGraMa (2 seeds)", "Vanilla (2 seeds)"]
+    assert curves["ReGraMa (2 seeds)"].get_color() == style.color("regrama")
+    assert curves["Vanilla (2 seeds)"].get_color() == style.color("vanilla")
+    additions = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert additions == [2, 4]
+    ticks = [line for line in ax.get_lines() if line.get_marker() == "|"]
+    reset_epochs = json.loads((out / "regrama" / "seed0" / "summary.json").read_text())["reset_epochs"]
+    assert reset_epochs and [t.get_xdata().tolist() for t in ticks] == [reset_epochs]
+    assert ticks[0].get_color() == style.color("regrama")
     path = plot_results(out, tmp_path / "three.png", metrics=["test_acc", "grama_ratio", "dormant_ratio"], smooth=2)
     assert path.exists()
     with pytest.raises(ValueError, match="Unknown metrics"):
@@ -584,7 +606,12 @@ def test_a_measuring_period_longer_than_an_epoch_still_measures_every_epoch(cifa
     args = ["run", "--data-dir", str(root), "--no-verify-integrity", "--out", str(out), "--accelerator", "cpu"]
     tiny = [a if a != "1" else "50" for a in TINY_ARGS]  # --log-every 50; the first epochs: 2 x 16 images / 8
     cli.main([*args, *tiny, "--methods", "vanilla"])
-    assert "measuring the ratios every 4 steps, not every 50 (--log-every)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "measuring the ratios every 4 steps, not every 50 (--log-every)" in printed
+    # --no-progress: a line per epoch instead of a bar.
+    epochs = re.findall(r"\[1/1\] mlp vanilla seed0: epoch (\d)/6, (\d) classes, test acc \d\.\d{3}, GraMa ratio "
+                        r"\d\.\d{4}, 0 neurons reset", printed)  # fmt: skip
+    assert epochs == [("1", "2"), ("2", "2"), ("3", "3"), ("4", "3"), ("5", "4"), ("6", "4")]
     rows = read_csv(out / "vanilla" / "seed0" / "metrics.csv")
     assert len(rows) == 6 and all(math.isfinite(float(r["grama_ratio"])) for r in rows)
 
@@ -718,6 +745,8 @@ def test_reruns_are_keyed_on_the_full_settings_and_unfinished_runs_are_not_plott
     assert list(complete) == ["vanilla"] and incomplete == [out / "regrama" / "seed0"]
     everything, _ = load_results(out, include_incomplete=True)
     assert sorted(everything) == ["regrama", "vanilla"] and len(everything["regrama"][0]["epoch"]) == 2
+    legend = draw_results(out, include_incomplete=True).axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["Vanilla (1 seed)", "ReGraMa (1 seed, 1 incomplete)"]
 
 
 def test_hyperparameters_go_to_hparams_yaml_and_tensorboard(cifar, tmp_path):

@@ -8,6 +8,7 @@ import torch
 from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import LightningCLI
 
+import regrama_lightning
 from regrama_lightning import NeuronReset, ReDo, ReGraMa, orthogonal_init
 
 
@@ -67,3 +68,17 @@ def test_lightning_cli_shows_and_checks_every_argument_of_the_subclasses(callbac
     with pytest.raises(SystemExit):
         LightningCLI(TinyModule, run=False, args=[*args[:1], "--trainer.callbacks.residual=skip"])
     assert "residual" in capsys.readouterr().err
+
+
+CALLBACKS = [name for name, value in vars(regrama_lightning).items() if name in regrama_lightning.__all__
+             and inspect.isclass(value) and issubclass(value, pl.Callback)]  # fmt: skip
+
+
+@pytest.mark.parametrize("callback", CALLBACKS)
+def test_lightning_cli_help_is_plain_text(callback, capsys):
+    with pytest.raises(SystemExit):
+        LightningCLI(TinyModule, run=False, args=["--trainer.callbacks.help", f"regrama_lightning.{callback}"])
+    shown = capsys.readouterr().out
+    assert "--trainer.callbacks." in shown
+    for markup in ("``", ":class:", ":func:", ":meth:", ":data:", ":attr:"):  # reStructuredText, shown raw
+        assert markup not in shown, [line for line in shown.splitlines() if markup in line]

@@ -36,6 +36,7 @@ CASES = {
     "cifar-out-file": ([*CIFAR, "--out", "a_file"], "--out a_file: a_file is a file, not a folder"),
     "cifar-val-per-class": ([*CIFAR, "--val-per-class", "30"], "--val-per-class 30 holds out every training image"),
     "cifar-max-classes": ([*CIFAR, "--max-classes", "9"], "--max-classes 9 but the data has only 5 classes"),
+    "cifar-wandb": ([*CIFAR, "--logger", "wandb"], "--logger wandb needs the wandb package, which is not installed"),
     "cifar-gpu": ([*CIFAR, "--accelerator", "gpu"], "--accelerator gpu with --devices 1 cannot run on this machine"),
     "cifar-download": (
         ["-m", "benchmarks.cifar100_continual", "run", "--data-dir", "new/data", "--download", "--accelerator", "cpu"],
@@ -56,7 +57,7 @@ def results(tmp_path_factory):
 
     folders = {}
     for name in CASES:
-        if (GPU and name.endswith("-gpu")) or (name == "rl-wandb" and importlib.util.find_spec("wandb")):
+        if (GPU and name.endswith("-gpu")) or (name.endswith("-wandb") and importlib.util.find_spec("wandb")):
             continue
         folder = folders[name] = tmp_path_factory.mktemp(name)
         write_cifar100(folder / "data")
@@ -76,7 +77,7 @@ def results(tmp_path_factory):
 @pytest.mark.parametrize("name", list(CASES))
 def test_usage_error(results, name):
     if name not in results:
-        pytest.skip("a GPU is there: --accelerator gpu is no error")
+        pytest.skip("no error here: a GPU is there (--accelerator gpu), or wandb is installed (--logger wandb)")
     done, unchanged = results[name]
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr[-3000:]

@@ -189,3 +189,20 @@ def test_a_bad_config_file_is_a_usage_error(capsys, tmp_path, text, message):
     (tmp_path / "run.yaml").write_text(text)
     line = one_line_error(capsys, cli.parse_args, ["--config", str(tmp_path / "run.yaml")])
     assert line.startswith("python -m benchmarks.random_labels: error: --config ") and message in line
+
+
+def test_the_agents_loop_settings_are_declared_once():
+    import inspect
+
+    from benchmarks.rl.agent_options import options
+    from benchmarks.rl.config import LoopConfig
+    from benchmarks.rl.registry import AGENTS
+
+    fields = {f.name for f in dataclasses.fields(LoopConfig)}
+    per_run = {"total_steps", "seed", "checkpoint_buffer"}  # set by the runner's --steps, --seed, --checkpoint-buffer
+    for name, cls in AGENTS.items():
+        assert not set(inspect.signature(cls.__init__).parameters) & fields, name  # no agent re-declares them
+        flags = {o["dest"].removeprefix("agent.loop.") for o in options()[name] if o["dest"].startswith("agent.loop.")}
+        assert flags == fields - per_run, name  # each one flag, from LoopConfig, with the agent's default
+        loop_defaults = {o["dest"]: o["default"] for o in options()[name] if o["dest"].startswith("agent.loop.")}
+        assert loop_defaults == {f"agent.loop.{k}": getattr(cls.LOOP, k) for k in fields - per_run}, name

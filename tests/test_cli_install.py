@@ -72,6 +72,8 @@ def test_every_readme_command_runs_outside_the_checkout(installed):
     tiny = ["--phases", "2", "--epochs-per-phase", "1", "--samples", "32", "--width", "8", "--methods", "regrama"]
     done = run(["-m", "regrama_benchmarks.random_labels", *tiny], installed)
     assert done.returncode == 0 and "regrama" in done.stdout, done.stderr[-500:]
+    written = installed[1] / "runs" / "random_labels"  # by default: the CSV, its figure and the table over seeds
+    assert {p.name for p in written.iterdir()} >= {"random_labels.csv", "random_labels.png", "random_labels_seeds.csv"}
     (pieces,) = [b for b in re.findall(r"```python\n(.*?)```", README, re.S) if "regrama_benchmarks.rl" in b]
     done = run(["-c", pieces], installed, timeout=300)
     assert done.returncode == 0 and done.stdout.startswith("600 401"), done.stderr[-500:]

@@ -312,3 +312,28 @@ def test_video_of_sub_env_zero_every_n_episodes(env_id, tmp_path):
     frames = iio.imread(folder / videos[0])
     assert frames.shape == (4, 48, 64, 3)  # the reset frame and three steps
     assert frames.std() > 0  # not a blank image
+
+
+def test_dm_controls_settotalmass_deprecation_is_not_shown(monkeypatch):
+    import logging
+
+    from benchmarks.rl import envs
+
+    said = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            said.append(record.getMessage())
+
+    absl = logging.getLogger("absl")
+    handler = Keep()
+    absl.addHandler(handler)
+    try:
+        make_env("dmc:cheetah-run", seed=0).close()  # cheetah's model file sets settotalmass
+        assert not [m for m in said if "settotalmass" in m]
+        absl.removeFilter(envs._not_settotalmass)  # what a run would print without the filter
+        make_env("dmc:cheetah-run", seed=0).close()
+        assert [m for m in said if "'settotalmass' is deprecated" in m]
+    finally:
+        absl.addFilter(envs._not_settotalmass)
+        absl.removeHandler(handler)

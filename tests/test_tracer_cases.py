@@ -7,6 +7,7 @@ layers that first run later, LBFGS, in-place zero_grad, state keys, argument che
 
 from __future__ import annotations
 
+import logging
 import math
 
 import lightning.pytorch as pl
@@ -285,11 +286,18 @@ class LateBranch(Classifier):
         return self.head(h)
 
 
-def test_a_layer_first_run_later_is_traced_then():
+def test_a_layer_first_run_later_is_traced_then(caplog):
     model = LateBranch()
     callback = ReGraMa(reset_every_n_steps=None, log_every_n_steps=1)
-    trainer([callback], max_steps=5).fit(model, loader(n=80))
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch"):  # a benchmark test may have quietened it
+        trainer([callback], max_steps=5).fit(model, loader(n=80))
     assert callback.scored == ["a", "extra"]
+    # What is measured, said in words: first the layers found, then the one that joined when it first ran.
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ReGraMa ")]
+    assert said == [
+        "ReGraMa measures 1 layer (8 neurons): a; not run yet, measured once they run: extra",
+        "ReGraMa now also measures 1 layer (8 neurons) that ran for the first time: extra",
+    ]
     assert sorted(c.name for c in callback.layers["a"].consumers) == ["extra", "head"]
     assert [c.name for c in callback.layers["extra"].consumers] == ["head"]
     # Its score is the independent |W.grad| one of the last step.

@@ -32,6 +32,7 @@ from ..harness.cli import (
     usage_errors,
     with_config,
 )
+from ..harness.loggers import LOGGERS, check_loggers
 from ..harness.runs import check_out
 from .config import METHODS, PRESETS, RunConfig
 
@@ -71,7 +72,10 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     add("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed on a GPU")
     add("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     add("--estimate-only", action="store_true", help="print the cost estimate and stop")
-    add("--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar")
+    add("--progress", action=argparse.BooleanOptionalAction, default=True,
+        help="show a progress bar (--no-progress: a line per epoch)")  # fmt: skip
+    add("--logger", nargs="+", choices=sorted(LOGGERS), default=[],
+        help="also log to these (metrics.csv and TensorBoard are always written); needs its package")  # fmt: skip
     add_config_flag(run)
     group = run.add_argument_group("overrides of the preset (default: the preset's value, shown per preset)")
     for flag, kind, text in (
@@ -195,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
         run_parser, ValueError, FileNotFoundError, RuntimeError, aliases={"total_classes": "max_classes"}
     ):
         check_out(out)
+        check_loggers(args.logger)
         cfg = config_from_args(args)
         import lightning.pytorch as pl
         import torch
@@ -256,6 +261,7 @@ def main(argv: list[str] | None = None) -> None:
                 description=f"[{i + 1}/{len(grid)}] {cfg.model} {method} seed{seed}",
                 extra={"preset": args.preset, "estimated_seconds": estimate.seconds},
                 control=control,
+                loggers=tuple(args.logger),
             )
         )
     print(f"\n{'method':<8} {'seed':>4} {'final test acc':>14} {'mean test acc':>13} {'final GraMa':>11} {'time':>8}")
@@ -264,4 +270,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{s['method']:<8} {s['seed']:>4} {s['final_test_acc']:>14.3f} {s['mean_test_acc']:>13.3f} "
             f"{s['final_grama_ratio']:>11.3f} {runner.duration(s['seconds']):>8}"
         )
+    from ..harness.seed_table import Metric, report_seeds
+
+    metrics = [Metric("final_test_acc", "final test acc"), Metric("mean_test_acc", "mean test acc"),
+               Metric("final_grama_ratio", "final GraMa ratio", 4),
+               Metric("final_dormant_ratio", "final dormant ratio", 4)]  # fmt: skip
+    table = report_seeds(summaries, metrics, out / "seed_table.csv", f"the runs of {schedule.total_epochs} epochs")
+    if len(args.seeds) > 1:
+        print(f"\n{table}")
     print(f"\nplot: {PROG} plot {out}")

@@ -8,14 +8,17 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..harness import style
 from ..harness.runs import is_complete
 from .config import METHODS
 
-# The paper's colours: vanilla grey, ReDo pink, ReGraMa orange; the fresh-network reference blue.
-COLORS = {"vanilla": "tab:gray", "redo": "tab:pink", "regrama": "tab:orange", "fresh": "tab:blue"}
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 LABELS = {
     "test_acc": "test accuracy (seen classes)",
     "grama_ratio": "GraMa ratio",
@@ -74,17 +77,13 @@ def plot_results(
     smooth: int = 1,
     include_incomplete: bool = False,
 ) -> Path:
-    """Draw one panel per metric against epoch: per method the mean over seeds and a shaded spread.
-
-    Only finished runs are drawn unless ``include_incomplete``; the runs left out are named on stderr. With
-    ``include_incomplete`` a method's curves are cut to its shortest run and its label counts the incomplete ones.
+    """Draw the results under ``root`` (:func:`draw_results`) and write the figure.
 
     Args:
         root: A results folder written by ``python -m benchmarks.cifar100_continual run``.
         out: PNG to write; default ``<root>/fig5_right.png``.
         metrics: Columns of ``metrics.csv`` to draw, one panel each.
-        spread: ``"std"`` (mean ± one standard deviation over seeds), ``"sem"`` (± standard error) or
-            ``"minmax"`` (the range over seeds).
+        spread: See :func:`draw_results`.
         smooth: Moving average over this many epochs (1: none).
         include_incomplete: Also draw runs that have not finished.
 
@@ -95,7 +94,46 @@ def plot_results(
         FileNotFoundError: When ``root`` holds no run.
         ValueError: On an unknown metric or spread.
     """
-    from matplotlib.figure import Figure  # drawn without pyplot: no GUI backend, nothing global touched
+    fig = draw_results(root, metrics, spread, smooth, include_incomplete)
+    out = Path(out) if out is not None else Path(root) / "fig5_right.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    return out
+
+
+def draw_results(
+    root: str | Path,
+    metrics: Sequence[str] = ("test_acc", "grama_ratio"),
+    spread: str = "std",
+    smooth: int = 1,
+    include_incomplete: bool = False,
+) -> Figure:
+    """One panel per metric against epoch: per method the mean over seeds and a shaded spread.
+
+    Each method has its colour of every plot of the benchmarks (:mod:`benchmarks.harness.style`); dotted vertical
+    lines mark the class additions, ticks at the bottom of a panel the epochs in which a method reset neurons (in
+    its first seed).
+
+    Only finished runs are drawn unless ``include_incomplete``; the runs left out are named on stderr. With
+    ``include_incomplete`` a method's curves are cut to its shortest run and its label counts the incomplete ones.
+
+    Args:
+        root: A results folder written by ``python -m benchmarks.cifar100_continual run``.
+        metrics: Columns of ``metrics.csv`` to draw, one panel each.
+        spread: ``"std"`` (mean ± one standard deviation over seeds), ``"sem"`` (± standard error) or
+            ``"minmax"`` (the range over seeds).
+        smooth: Moving average over this many epochs (1: none).
+        include_incomplete: Also draw runs that have not finished.
+
+    Returns:
+        The figure (drawn without pyplot: no GUI backend, nothing global touched).
+
+    Raises:
+        FileNotFoundError: When ``root`` holds no run.
+        ValueError: On an unknown metric or spread.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import blended_transform_factory
 
     runs, incomplete = load_results(root, include_incomplete)
     if not runs:
@@ -119,11 +157,14 @@ def plot_results(
     unknown = [m for m in metrics if m not in known]
     if unknown:
         raise ValueError(f"Unknown metrics {unknown}; the results have {sorted(known)}.")
-    out = Path(out) if out is not None else Path(root) / "fig5_right.png"
     order = [m for m in METHODS if m in runs] + sorted(m for m in runs if m not in METHODS)
     fig = Figure(figsize=(5.5 * len(metrics), 4))
     axes = fig.subplots(1, len(metrics), squeeze=False)
+    additions = class_additions(runs)
     for ax, metric in zip(axes[0], metrics, strict=True):
+        for epoch in additions:
+            ax.axvline(epoch, color="0.6", linestyle=":", linewidth=0.8, zorder=0)
+        ticks = blended_transform_factory(ax.transData, ax.transAxes)  # x: epochs, y: the panel's height
         for method in order:
             length = min(len(r[metric]) for r in runs[method])
             values = np.stack([_smooth(r[metric][:length], smooth) for r in runs[method]])
@@ -136,21 +177,33 @@ def plot_results(
                 if spread == "sem":
                     dev = dev / math.sqrt(len(values))
                 low, high = mean - dev, mean + dev
-            color = COLORS.get(method)
+            color = style.color(method)
             note = f", {unfinished[method]} incomplete" if unfinished.get(method) else ""
-            label = f"{method} ({len(values)} seeds{note})"
+            label = f"{style.label(method)} ({len(values)} seed{'s' if len(values) > 1 else ''}{note})"
             ax.plot(epochs, mean, color=color, label=label, linewidth=1.2)
             if len(values) > 1:
                 ax.fill_between(epochs, low, high, color=color, alpha=0.25, linewidth=0)
+            first = runs[method][0]
+            resets = first["epoch"][first["reset_neurons"] > 0] if "reset_neurons" in first else []
+            if len(resets):
+                ax.plot(resets, np.zeros(len(resets)), "|", color=color, markersize=8, transform=ticks)
         ax.set_xlabel("epoch")
         ax.set_ylabel(LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
-    axes[0][0].legend()
+    axes[0][0].legend(fontsize=8, title="dotted: class added, |: neurons reset", title_fontsize=8)
     fig.suptitle(_title(Path(root)), fontsize=10)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    return out
+    return fig
+
+
+def class_additions(runs: dict[str, list[dict[str, np.ndarray]]]) -> list[float]:
+    """The epochs at which the class count grows (the ``classes`` column of the runs' metrics)."""
+    for method_runs in runs.values():
+        for r in method_runs:
+            if "classes" in r and len(r["classes"]) > 1:
+                grows = np.flatnonzero(np.diff(r["classes"]) > 0) + 1
+                return r["epoch"][grows].tolist()
+    return []
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ..harness import runs
 from ..harness.checkpointing import PeriodicCheckpoint, RandomState, tensorboard_resume_kwargs
 from ..harness.hparams import LogHyperparams
+from ..harness.loggers import extra_loggers
 from ..harness.runs import RunControl
 from .config import RunConfig
 from .data import EVAL_SETS, Cifar100Arrays, CIFAR100Continual
@@ -162,6 +163,7 @@ def run_one(
     extra: dict[str, Any] | None = None,
     control: RunControl | None = None,
     callbacks: Sequence[pl.Callback] = (),
+    loggers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train one method with one seed through the whole schedule, checkpointing as it goes, or resume it.
 
@@ -182,6 +184,7 @@ def run_one(
         extra: More fields for summary.json.
         control: Resume, overwrite, checkpoint period (epochs); default: none, none, 1.
         callbacks: More callbacks for the Trainer.
+        loggers: More loggers (``"wandb"``) besides the CSV and TensorBoard files.
 
     Returns:
         The summary (also written to ``out/summary.json``).
@@ -198,12 +201,17 @@ def run_one(
     dm = cfg.datamodule("", seed, source=source)
     model = cfg.model_instance()
     chosen = make_method(method, dm.schedule, cfg.reset_every, cfg.grama_tau, cfg.redo_tau, cfg.log_every, seed)
-    bar = tqdm(total=dm.schedule.total_epochs, desc=description or f"{cfg.model} {method} seed{seed}", unit="epoch",
-               disable=not progress, dynamic_ncols=True)  # fmt: skip
+    description = description or f"{cfg.model} {method} seed{seed}"
+    bar = tqdm(total=dm.schedule.total_epochs, desc=description, unit="epoch", disable=not progress,
+               dynamic_ncols=True)  # fmt: skip
 
     def show(row: dict[str, float]) -> None:
         bar.update(1)
         bar.set_postfix(classes=row["classes"], test=f"{row['test_acc']:.3f}", grama=f"{row['grama_ratio']:.3f}")
+        if not progress:  # a run without a bar says how it goes, once per epoch (each epoch ends with a test)
+            print(f"{description}: epoch {int(row['epoch']) + 1}/{dm.schedule.total_epochs}, {int(row['classes'])} "
+                  f"classes, test acc {row['test_acc']:.3f}, GraMa ratio {row['grama_ratio']:.4f}, "
+                  f"{int(row['reset_neurons'])} neurons reset", flush=True)  # fmt: skip
 
     recorder = EpochRecorder(dm.schedule, out / "metrics.csv", on_row=show)
     method_callbacks: list[pl.Callback] = list(chosen.callbacks)
@@ -232,7 +240,7 @@ def run_one(
         num_sanity_val_steps=0,
         # The recorder after the method's callbacks: it closes rows after their epoch hooks.
         callbacks=[*method_callbacks, recorder, RandomState(), checkpoint, LogHyperparams(hparams, final), *callbacks],
-        logger=[recorder.logger, board],
+        logger=[recorder.logger, board, *extra_loggers(list(loggers), out, f"cifar100 {method} seed{seed}", hparams)],
         log_every_n_steps=cfg.log_every,  # as the callbacks measure: each measurement is logged in its own step
         enable_checkpointing=True,
         enable_progress_bar=False,

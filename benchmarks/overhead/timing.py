@@ -25,7 +25,8 @@ from regrama_lightning import (
 )
 from regrama_lightning.scores import weight_grad_magnitude_sums
 
-from .cli import CLOCKS
+CLOCKS = ("wall", "cpu")
+"""The clocks of each mark (wall: ``perf_counter``, cpu: ``process_time``), in the order they are read."""
 
 
 class ReadGrads(pl.Callback):

@@ -131,7 +131,28 @@ def main(argv: list[str] | None = None) -> None:
         writer.writeheader()
         writer.writerows(asdict(r) for r in rows)
     png = plot_phases(rows, args.out.with_suffix(".png"))
+    table = seed_table(rows, args, args.out.with_name(f"{args.out.stem}_seeds.csv"))
+    if len(args.seeds) > 1:
+        print(f"\n{table}")
     print(f"wrote {args.out} and {png}")
+
+
+def seed_table(rows: list, args: argparse.Namespace, path: Path) -> str:
+    """Write the table over seeds (accuracy of the last phase and over the later phases, ratios) and return it."""
+    from ..harness.seed_table import Metric, report_seeds
+
+    first = max(1, args.phases // 5)
+    runs = []
+    for method in args.methods:
+        for seed in args.seeds:
+            mine = [r for r in rows if r.method == method and r.seed == seed]
+            later = [r for r in mine if r.phase >= first] or mine[-1:]
+            runs.append({"method": method, "last_acc": mine[-1].accuracy,
+                         "later_acc": sum(r.accuracy for r in later) / len(later),
+                         "grama": sum(r.grama for r in mine) / len(mine), "rank": mine[-1].rank})  # fmt: skip
+    metrics = [Metric("last_acc", "acc last phase"), Metric("later_acc", f"acc phases {first}+"),
+               Metric("grama", "GraMa ratio"), Metric("rank", "eff. rank last phase", 2)]  # fmt: skip
+    return report_seeds(runs, metrics, path, f"{args.phases} phases (accuracy on each phase's labels)")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from regrama_lightning import NeuronReset, PlasticityMetrics
 
 from ..harness.monitors import extra_callbacks, method_monitors, plasticity_metrics
-from .cli import METHODS
 
-__all__ = ["METHODS", "PhaseRow", "format_table", "run_method", "summary"]
+__all__ = ["PhaseRow", "format_table", "run_method", "summary"]
 
 
 class RandomLabelData(pl.LightningDataModule):

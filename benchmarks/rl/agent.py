@@ -236,8 +236,12 @@ class OffPolicyAgent(pl.LightningModule, ABC):
 
     # -- logging ----------------------------------------------------------------------------------------
     def should_log(self) -> bool:
-        """Whether this update logs its losses: the first and every Trainer ``log_every_n_steps`` updates after."""
-        return (self.updates - 1) % self.trainer.log_every_n_steps == 0
+        """Whether this update logs its losses: every Trainer ``log_every_n_steps``-th update.
+
+        As Lightning and the neuron callbacks count (their measured steps are these updates of the critic), so
+        that the losses and the ratios of an update share a step, and a row of ``metrics.csv``.
+        """
+        return self.updates % self.trainer.log_every_n_steps == 0
 
     def write_logs(self, values: Mapping[str, float | Tensor]) -> None:
         """Write values to every logger at ``env_steps``, with one host sync for all tensor values.

@@ -216,7 +216,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 f"{summary['env_steps']} steps, GraMa ratio {_ratio(summary['grama_ratio'])}, "
                 f"{summary['env_steps_per_s']:.0f} env steps/s, {summary['updates_per_s']:.0f} updates/s"
             )
+    _seed_table(config, summaries, len(seeds) > 1)
     return summaries
+
+
+def _seed_table(config: RunConfig, summaries: list[dict], show: bool) -> None:
+    """Write the table over seeds next to the runs (``<out>/<env>/<agent>/seed_table.csv``); print it if ``show``."""
+    from ..harness.seed_table import Metric, report_seeds
+    from .runner import env_folder
+
+    metrics = [Metric("final_eval_return", "final return", 1, iqm=True), Metric("grama_ratio", "GraMa ratio", 4),
+               Metric("dormant_ratio", "dormant ratio", 4)]  # fmt: skip
+    path = config.out / env_folder(config.env) / config.agent / "seed_table.csv"
+    text = report_seeds(
+        summaries, metrics, path, f"{config.agent} on {config.env} after {config.steps} environment steps"
+    )
+    if show:
+        print(f"\n{text}")
 
 
 if __name__ == "__main__":

@@ -123,8 +123,9 @@ class Evaluation(pl.Callback):
         self.history.append((pl_module.env_steps, mean, std))
         pl_module.write_logs({"eval/return": mean, "eval/return_std": std})
         if self.announce:
+            spread = f"std {std:.1f} over {self.episodes} episodes" if self.episodes > 1 else "one episode"
             print(f"{pl_module.env_id}: {pl_module.env_steps} environment steps, evaluation return {mean:.1f} "
-                  f"(std {std:.1f}, {self.episodes} episodes)", flush=True)  # fmt: skip
+                  f"({spread})", flush=True)  # fmt: skip
         return mean, std
 
 

@@ -5,7 +5,9 @@ Run:
 
 The folder is ``<out>/<env>`` of ``python -m benchmarks.rl`` (the environment id as typed, ``runs/rl/dmc:dog-walk``,
 or as the folder is named, ``runs/rl/dmc_dog-walk``), holding ``<agent>/<method>/seed<k>/metrics.csv``; one curve
-per agent and method (``<out>/<env>/<agent>`` draws one agent). Only finished runs are drawn
+per agent and method (``<out>/<env>/<agent>`` draws one agent): the colour names the method, as in every plot of
+the benchmarks, the line style the agent (BRO-net, DACER and SAC on one environment compare in one figure); ticks
+at the bottom of a panel mark the steps at which a method reset neurons. Only finished runs are drawn
 (``--include-incomplete`` adds the others, counted in the legend).
 """
 
@@ -16,9 +18,14 @@ import math
 import sys
 from argparse import ArgumentParser
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+from ..harness import style
 from ..harness.cli import command, make_parser
 from ..harness.runs import is_complete
 
@@ -64,28 +71,45 @@ def run_folder(folder: Path) -> Path:
     return named if not folder.exists() and named != folder else folder
 
 
-def method_colour(method: str) -> str | None:
-    """The method's colour in every plot of the project (``None``: matplotlib's cycle)."""
-    return None
+AGENT_STYLES = ("-", "--", ":", "-.")
+"""Line style of each agent in a figure that compares agents (the colour is the method's)."""
 
 
-def plot(folder: Path, out: Path, include_incomplete: bool = False) -> Path:
-    """Draw every method found in ``folder`` and write the figure to ``out`` (PNG).
+def method_colour(method: str) -> str:
+    """The method's colour in every plot of the project (``regrama-keep``: ReGraMa's).
+
+    Example:
+        >>> method_colour("regrama-keep") == method_colour("regrama")
+        True
+    """
+    return style.color(method.removesuffix("-keep"))
+
+
+def reset_steps(path: Path) -> np.ndarray:
+    """The steps at which a run reset neurons (``reset/neurons`` above zero)."""
+    steps, neurons = read_series(path, "reset/neurons")
+    return steps[neurons > 0]
+
+
+def draw(folder: Path, include_incomplete: bool = False) -> Figure:
+    """The figure of every agent and method found in ``folder``: one curve each, over its seeds.
+
+    The colour names the method (:mod:`benchmarks.harness.style`), the line style the agent when there are
+    several; ticks at the bottom of each panel mark the steps at which a method reset neurons (its first seed).
 
     Args:
-        folder: ``<out>/<env>`` of ``python -m benchmarks.rl``.
-        out: The PNG.
+        folder: ``<out>/<env>`` of ``python -m benchmarks.rl`` (or ``<out>/<env>/<agent>``).
         include_incomplete: Also draw runs that have not finished (else they are left out, and named on stderr).
+
+    Returns:
+        The figure (not drawn with pyplot: nothing global is touched).
 
     Raises:
         FileNotFoundError: If no ``seed<k>/metrics.csv`` is under ``folder``.
     """
-    import matplotlib
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import blended_transform_factory
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder = run_folder(folder)
     found = sorted(folder.glob("**/seed*/metrics.csv"))
     unfinished = [p.parent for p in found if not is_complete(p.parent)]
     if unfinished and not include_incomplete:
@@ -97,32 +121,54 @@ def plot(folder: Path, out: Path, include_incomplete: bool = False) -> Path:
         raise FileNotFoundError(
             f"No <agent>/<method>/seed<k>/metrics.csv under {folder}; run `python -m benchmarks.rl --out ...` first."
         )
-    one_agent = len({c.parts[0] for c in curves}) == 1 or len(curves[0].parts) == 1
+    agents = sorted({c.parts[0] for c in curves}) if len(curves[0].parts) > 1 else []
     most_seeds = 1
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 3.6))
+    fig = Figure(figsize=(5 * len(PANELS), 3.6))
+    axes = fig.subplots(1, len(PANELS))
     for ax, (key, title) in zip(axes, PANELS, strict=True):
+        ticks = blended_transform_factory(ax.transData, ax.transAxes)  # x: steps, y: the panel's height
         for curve in curves:
             files = [p for p in found if p.parent.parent.relative_to(folder) == curve]
             grid, mean, low, high = aggregate([read_series(f, key) for f in files])
-            if len(grid):
-                partial = sum(f.parent in unfinished for f in files)
-                seeds = f"{len(files)} seed{'s' if len(files) > 1 else ''}"
-                name = curve.name if one_agent else " ".join(curve.parts)
-                label = f"{name} ({seeds}{f', {partial} incomplete' if partial else ''})"
-                (line,) = ax.plot(grid, mean, label=label, color=method_colour(curve.name))
-                if len(files) > 1:
-                    ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2)
-                most_seeds = max(most_seeds, len(files))
+            if not len(grid):
+                continue
+            partial = sum(f.parent in unfinished for f in files)
+            seeds = f"{len(files)} seed{'s' if len(files) > 1 else ''}"
+            name = curve.name if len(agents) < 2 else " ".join(curve.parts)
+            colour = method_colour(curve.name)
+            dashes = AGENT_STYLES[agents.index(curve.parts[0]) % len(AGENT_STYLES)] if len(agents) > 1 else "-"
+            label = f"{name} ({seeds}{f', {partial} incomplete' if partial else ''})"
+            ax.plot(grid, mean, label=label, color=colour, linestyle=dashes)
+            if len(files) > 1:
+                ax.fill_between(grid, low, high, color=colour, alpha=0.2, linewidth=0)
+            resets = reset_steps(files[0])
+            if len(resets):
+                ax.plot(resets, np.zeros(len(resets)), "|", color=colour, markersize=8, transform=ticks)
+            most_seeds = max(most_seeds, len(files))
         ax.set_title(title)
         ax.set_xlabel("environment steps")
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    axes[0].legend(fontsize=8, title="| at the bottom: neurons reset", title_fontsize=8)
     spread = ": mean, min-max over seeds" if most_seeds > 1 else " (one seed per curve)"
     fig.suptitle(f"{folder.name}{spread}")
     fig.tight_layout()
+    return fig
+
+
+def plot(folder: Path, out: Path, include_incomplete: bool = False) -> Path:
+    """Draw every agent and method found in ``folder`` (:func:`draw`) and write the figure to ``out`` (PNG).
+
+    Args:
+        folder: ``<out>/<env>`` of ``python -m benchmarks.rl`` (the environment id as typed is accepted).
+        out: The PNG.
+        include_incomplete: Also draw runs that have not finished.
+
+    Raises:
+        FileNotFoundError: If no ``seed<k>/metrics.csv`` is under ``folder``.
+    """
+    fig = draw(run_folder(folder), include_incomplete)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
-    plt.close(fig)
     return out
 
 

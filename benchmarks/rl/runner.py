@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from ..harness import checkpointing, runs
+from ..harness.csv_logger import StepCSVLogger
 from ..harness.hparams import LogHyperparams
 from ..harness.loggers import extra_loggers
 from .agent import OffPolicyAgent
@@ -200,7 +201,7 @@ def run(
         devices=config.devices,
         max_epochs=1,
         logger=[
-            CSVLogger(config.out, name=name, version=version),
+            StepCSVLogger(config.out, name=name, version=version),  # one row per environment step
             TensorBoardLogger(
                 config.out, name=name, version=version, sub_dir="tensorboard", default_hp_metric=False, **board_resume
             ),

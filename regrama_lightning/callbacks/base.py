@@ -41,37 +41,37 @@ class NeuronReset(Exposed, pl.Callback):
     times is one step, measured on its last evaluation).
 
     Args:
-        tau: Inactive when the layer-normalised score is ``<= tau``; ``0`` means exactly zero.
+        tau: Inactive when the layer-normalised score is <= tau; 0 means exactly zero.
         reset_every_n_steps: Reset every N steps of the optimizer that owns a layer (each optimizer counts its
-            own steps); ``None`` only measures and logs.
-        include: ``fnmatch`` patterns of layer names to consider (default: all Linear/Conv layers).
+            own steps); None only measures and logs.
+        include: fnmatch patterns of layer names to consider (default: all Linear/Conv layers).
         exclude: Patterns of layer names to leave alone.
-        consumers: Readers of a layer given by hand, ``{layer: [reader, ...]}``, for models the tracer cannot
+        consumers: Readers of a layer given by hand, {layer: [reader, ...]}, for models the tracer cannot
             map; each reader must be a Linear/Conv layer that takes the layer's neurons in order (in contiguous
             blocks when flattened).
         include_output_layers: Also score and reset layers that no weight reads (network heads). A layer read
             by weights of another optimizer, or by frozen weights, is not an output layer: its reset zeroes those
             weights' columns too.
-        residual: Neurons whose output is summed into a shared stream (residual connections): ``"measure"``
+        residual: Neurons whose output is summed into a shared stream (residual connections): "measure"
             scores them but never resets them (their outgoing columns are shared with other neurons);
-            ``"reset"`` re-draws their incoming weights and keeps the shared outgoing ones; ``"exclude"`` does
+            "reset" re-draws their incoming weights and keeps the shared outgoing ones; "exclude" does
             not score them.
         max_reset_fraction: Reset at most this fraction of a layer's neurons (the lowest-scoring ones).
         reset_optimizer_state: Zero the optimizer state of the touched entries.
-        zero_outgoing: Zero the reset neurons' outgoing weights (the paper, ReDo). ``False`` keeps them, as the
+        zero_outgoing: Zero the reset neurons' outgoing weights (the paper, ReDo). False keeps them, as the
             authors' released SAC code does: a re-drawn neuron then feeds its readers at once, and its gradient
             score is not zero right after the reset.
         init_fn: Re-initialises a layer in place (run on the layer under the seeded generator, its other values
-            put back); defaults to the layer's ``reset_parameters``.
-        log_every_n_steps: Measure and log every N optimizer steps; ``None`` follows the Trainer's
-            ``log_every_n_steps``. Reset steps are always measured.
+            put back); defaults to the layer's reset_parameters.
+        log_every_n_steps: Measure and log every N optimizer steps; None follows the Trainer's
+            log_every_n_steps. Reset steps are always measured.
         log_per_layer: Also log one ratio per layer.
-        seed: Seed of the re-draws; ``None`` takes ``torch.initial_seed()`` of rank 0.
+        seed: Seed of the re-draws; None takes torch.initial_seed() of rank 0.
         eps: Added to each layer's mean when normalising.
-        step_attribute: Name of an ``int`` attribute of the LightningModule to use as the x-axis of the logs
-            (e.g. ``"env_steps"`` for an RL agent); ``None`` uses the Trainer's step, as ``self.log`` does.
-        name: The callback's checkpoint key; ``None`` builds one from the arguments. Give one to tell apart
-            callbacks whose arguments only differ in an ``init_fn`` of the same description.
+        step_attribute: Name of an int attribute of the LightningModule to use as the x-axis of the logs
+            (e.g. "env_steps" for an RL agent); None uses the Trainer's step, as self.log does.
+        name: The callback's checkpoint key; None builds one from the arguments. Give one to tell apart
+            callbacks whose arguments only differ in an init_fn of the same description.
 
     Raises:
         ValueError: On any invalid argument, naming it and the fix.
@@ -185,7 +185,7 @@ class NeuronReset(Exposed, pl.Callback):
         benchmark: call it from ``on_train_epoch_start`` or any hook before the step.
 
         Args:
-            optimizer_index: Index in ``trainer.optimizers``; ``None`` for all of them.
+            optimizer_index: Index in trainer.optimizers; None for all of them.
 
         Raises:
             RuntimeError: If called before ``on_fit_start``, when the optimizers are not known yet.

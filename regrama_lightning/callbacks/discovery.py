@@ -213,12 +213,8 @@ class LayerDiscovery:
 
     def report(self, new: Sequence[str], optimizers: Sequence[Optimizer], zeroes_readers: bool) -> None:
         """Say which layers joined; warn when their resets would zero weights of another optimizer or frozen ones."""
-        residual = [n for n in new if self.layers[n].writes_residual]
-        rank_zero_info(
-            f"{self.label}: scoring {len(new)} more layers ({sum(self.layers[n].size for n in new)} neurons)"
-            + (f"; residual-stream writers ({self.residual}): {residual}" if residual else "")
-            + (f"; not run yet, traced when they first run: {sorted(self.pending)}" if self.pending else "")
-        )
+        if new:
+            rank_zero_info(self._joined(new))
         if not zeroes_readers:
             return
         foreign = {}
@@ -235,6 +231,21 @@ class LayerDiscovery:
                 f"columns their resets zero too: {foreign}. If those are another network's inputs (a TD3 critic's "
                 "action input), leave the layers out with `exclude=[...]`."
             )
+
+    def _joined(self, new: Sequence[str]) -> str:
+        """``ReGraMa measures 2 layers (128 neurons): net.0, net.2``; later layers as layers that first ran."""
+        size = f"{len(new)} layer{'s' if len(new) > 1 else ''} ({sum(self.layers[n].size for n in new)} neurons)"
+        names = ", ".join(new[:8]) + (f" and {len(new) - 8} more" if len(new) > 8 else "")
+        if len(new) == len(self.scored):
+            text = f"{self.label} measures {size}: {names}"
+        else:
+            text = f"{self.label} now also measures {size} that ran for the first time: {names}"
+        residual = [n for n in new if self.layers[n].writes_residual]
+        if residual:
+            text += f"; residual-stream writers (residual={self.residual!r}): {', '.join(residual)}"
+        if self.pending:
+            text += f"; not run yet, measured once they run: {', '.join(sorted(self.pending))}"
+        return text
 
     def _apply_explicit_consumers(self) -> None:
         modules = {n: layer.module for n, layer in self.traced.items()}

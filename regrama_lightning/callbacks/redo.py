@@ -18,11 +18,10 @@ class ReDo(NeuronReset):
 
     Args:
         tau: Threshold on the normalised score (GraMa paper's ReDo setting: 0.02; ReDo authors reset at 0.1).
-        reset_every_n_steps: Reset period in steps of each layer's own optimizer; ``None`` = only measure.
-        **kwargs: Every other argument of :class:`~regrama_lightning.callbacks.NeuronReset` (``include``,
-            ``exclude``, ``consumers``, ``include_output_layers``, ``residual``, ``max_reset_fraction``,
-            ``reset_optimizer_state``, ``zero_outgoing``, ``init_fn``, ``log_every_n_steps``, ``log_per_layer``,
-            ``seed``, ``eps``, ``step_attribute``, ``name``), checked there; LightningCLI shows and checks them all.
+        reset_every_n_steps: Reset period in steps of each layer's own optimizer; None = only measure.
+        **kwargs: Every other argument of NeuronReset (include, exclude, consumers, include_output_layers,
+            residual, max_reset_fraction, reset_optimizer_state, zero_outgoing, init_fn, log_every_n_steps,
+            log_per_layer, seed, eps, step_attribute, name), checked there; LightningCLI shows and checks them all.
 
     Raises:
         ValueError: On an invalid argument.

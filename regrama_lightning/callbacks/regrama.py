@@ -19,15 +19,14 @@ class ReGraMa(NeuronReset):
 
     Args:
         tau: Threshold on the normalised score (paper: 0.01; 0 for exactly-zero gradients).
-        reset_every_n_steps: Reset period in steps of each layer's own optimizer (paper: 1000); ``None`` = only
+        reset_every_n_steps: Reset period in steps of each layer's own optimizer (paper: 1000); None = only
             measure.
-        score: ``"weight"``: mean ``|W.grad|`` over a neuron's incoming weights, as in the authors' code (free:
-            the gradient is already there). ``"output"``: batch mean of per-sample ``|dL/dh_i|`` of the layer's
+        score: "weight": mean |W.grad| over a neuron's incoming weights, as in the authors' code (free:
+            the gradient is already there). "output": batch mean of per-sample |dL/dh_i| of the layer's
             output, Eq. 2 of the paper (hooks the layer outputs on measured steps).
-        **kwargs: Every other argument of :class:`~regrama_lightning.callbacks.NeuronReset` (``include``,
-            ``exclude``, ``consumers``, ``include_output_layers``, ``residual``, ``max_reset_fraction``,
-            ``reset_optimizer_state``, ``zero_outgoing``, ``init_fn``, ``log_every_n_steps``, ``log_per_layer``,
-            ``seed``, ``eps``, ``step_attribute``, ``name``), checked there; LightningCLI shows and checks them all.
+        **kwargs: Every other argument of NeuronReset (include, exclude, consumers, include_output_layers,
+            residual, max_reset_fraction, reset_optimizer_state, zero_outgoing, init_fn, log_every_n_steps,
+            log_per_layer, seed, eps, step_attribute, name), checked there; LightningCLI shows and checks them all.
 
     Raises:
         ValueError: On an invalid argument.

@@ -126,13 +126,12 @@ class ContinualBackprop(NeuronReset):
     Args:
         replacement_rate: Share of the mature neurons replaced per step (fractions carry over): 1e-4.
         maturity_threshold: Steps a neuron must have lived to be replaced: 100.
-        decay_rate: ``eta`` of the running utility: 0.99.
+        decay_rate: eta of the running utility: 0.99.
         replace_every_n_steps: Steps between replacements (the count accumulated meanwhile is replaced at once).
         tau: Threshold of the logged dormant ratio (not used to select).
         log_every_n_steps: Measurement period (the utility's update period): 1.
-        **kwargs: The other arguments of :class:`~regrama_lightning.callbacks.NeuronReset` (``include``,
-            ``exclude``, ``consumers``, ``include_output_layers``, ``residual``, ``init_fn`` (the re-draw),
-            ``log_per_layer``, ``seed``, ``eps``, ``step_attribute``, ``name``).
+        **kwargs: The other arguments of NeuronReset (include, exclude, consumers, include_output_layers,
+            residual, init_fn (the re-draw), log_per_layer, seed, eps, step_attribute, name).
 
     Raises:
         ValueError: On an invalid argument.

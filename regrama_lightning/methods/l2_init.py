@@ -14,7 +14,7 @@ from regrama_lightning.methods.stepped import SteppedParameters
 
 
 class L2Init(pl.Callback):
-    """Add ``strength * (theta - theta_0)`` to the gradients, the gradient of ``strength/2 * ||theta - theta_0||^2``.
+    """Add strength * (theta - theta_0) to the gradients, the gradient of strength/2 * ||theta - theta_0||^2.
 
     ``theta_0`` is the parameters at fit start (kept in the checkpoint, so a resumed run pulls toward the same
     point). The term is added right before each optimizer step, once per step, to that optimizer's parameters

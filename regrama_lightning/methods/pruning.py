@@ -138,11 +138,10 @@ class NeuronPruning(NeuronReset):
 
     Args:
         tau: Threshold on the normalised score.
-        reset_every_n_steps: Pruning period in steps of each layer's optimizer; ``None`` = only measure.
-        score: ``"weight"`` (|W.grad|), ``"output"`` (GraMa Eq. 2) or ``"activation"`` (ReDo).
-        **kwargs: The other arguments of :class:`~regrama_lightning.callbacks.NeuronReset` (``include``,
-            ``exclude``, ``consumers``, ``include_output_layers``, ``residual``, ``max_reset_fraction``,
-            ``log_every_n_steps``, ``log_per_layer``, ``seed``, ``eps``, ``step_attribute``, ``name``).
+        reset_every_n_steps: Pruning period in steps of each layer's optimizer; None = only measure.
+        score: "weight" (|W.grad|), "output" (GraMa Eq. 2) or "activation" (ReDo).
+        **kwargs: The other arguments of NeuronReset (include, exclude, consumers, include_output_layers,
+            residual, max_reset_fraction, log_every_n_steps, log_per_layer, seed, eps, step_attribute, name).
 
     Raises:
         ValueError: On an invalid argument.

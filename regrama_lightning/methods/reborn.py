@@ -197,14 +197,13 @@ class ReBorn(NeuronReset):
     activations (ReLU) that is the mean activation of the paper; for others it is the mean ``|h|``.
 
     Args:
-        tau: Dormant at a normalised score ``<= tau`` (paper: 0.1).
-        beta: Over-active at a normalised score ``> beta`` (paper: 3).
+        tau: Dormant at a normalised score <= tau (paper: 0.1).
+        beta: Over-active at a normalised score > beta (paper: 3).
         max_per_source: At most this many dormant neurons per over-active one (paper: 5).
-        reset_every_n_steps: Steps between transfers; ``None`` = only measure.
-        **kwargs: The other arguments of :class:`~regrama_lightning.callbacks.NeuronReset` (``include``,
-            ``exclude``, ``consumers``, ``include_output_layers``, ``residual``, ``max_reset_fraction``,
-            ``log_every_n_steps``, ``log_per_layer``, ``seed`` (of ``d``, ``alpha`` and the pairing), ``eps``,
-            ``step_attribute``, ``name``).
+        reset_every_n_steps: Steps between transfers; None = only measure.
+        **kwargs: The other arguments of NeuronReset (include, exclude, consumers, include_output_layers,
+            residual, max_reset_fraction, log_every_n_steps, log_per_layer, seed (of d, alpha and the pairing),
+            eps, step_attribute, name).
 
     Raises:
         ValueError: On an invalid argument.

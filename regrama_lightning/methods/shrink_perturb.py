@@ -33,9 +33,9 @@ def shrink_perturb_(
 
     Args:
         params: Parameters to change in place.
-        shrink: The factor ``p`` on the parameters.
+        shrink: The factor p on the parameters.
         sigma: Standard deviation of the added noise (0: none).
-        initial: ``theta_0`` per parameter, to shrink toward; ``None`` shrinks toward zero.
+        initial: theta_0 per parameter, to shrink toward; None shrinks toward zero.
         generator_seed: Seed of the noise.
 
     Example:
@@ -63,7 +63,7 @@ def shrink_perturb_(
 
 
 class ShrinkPerturb(pl.Callback):
-    """After every ``every_n_steps``-th step of each optimizer, shrink its parameters and add Gaussian noise.
+    """After every every_n_steps-th step of each optimizer, shrink its parameters and add Gaussian noise.
 
     ``toward="zero"``: ``theta <- shrink * theta + sigma * eps`` (Ash & Adams 2020). ``toward="init"``:
     ``theta <- shrink * theta + (1 - shrink) * theta_0 + sigma * eps``, ``theta_0`` the parameters at fit start
@@ -78,11 +78,11 @@ class ShrinkPerturb(pl.Callback):
     larger period, scale ``1 - shrink`` and ``sigma**2`` by it to keep the same strength.
 
     Args:
-        shrink: The factor on the parameters, in ``(0, 1]``; ``None``: the default of ``toward``.
-        sigma: Standard deviation of the noise, ``>= 0``; ``None``: the default of ``toward``.
-        toward: ``"zero"`` (plain shrink and perturb) or ``"init"`` (interpolate toward ``theta_0``).
+        shrink: The factor on the parameters, in (0, 1]; None: the default of toward.
+        sigma: Standard deviation of the noise, >= 0; None: the default of toward.
+        toward: "zero" (plain shrink and perturb) or "init" (interpolate toward theta_0).
         every_n_steps: Act after every N-th step of each optimizer (each counts its own steps).
-        seed: Seed of the noise; ``None`` takes ``torch.initial_seed()`` of rank 0.
+        seed: Seed of the noise; None takes torch.initial_seed() of rank 0.
 
     Raises:
         ValueError: On an argument out of range, naming it.

@@ -56,7 +56,7 @@ class _ValueProbe(ActivationProbe):
 
 
 class PlasticityMetrics(pl.Callback):
-    """Log plasticity metrics of the traced layers every ``every_n_steps`` training batches.
+    """Log plasticity metrics of the traced layers every every_n_steps training batches.
 
     Feature metrics are computed on each hidden layer's post-activation values (ReDo's value: what the traced
     graph applies after the layer, and its norm) of the measured batch, with the units along the neuron
@@ -68,13 +68,12 @@ class PlasticityMetrics(pl.Callback):
 
     Args:
         every_n_steps: Measure every N training batches.
-        metrics: Names among ``effective_rank``, ``srank``, ``approximate_rank``, ``dead_unit_fraction``,
-            ``active_unit_fraction``, ``feature_norm``, ``weight_magnitude``, ``distance_from_init``,
-            ``gradient_norm``; ``None`` for all.
-        delta: ``delta`` of ``srank`` and ``approximate_rank``.
-        include: ``fnmatch`` patterns of layers to measure (default: all hidden Linear/Conv layers).
+        metrics: Names among effective_rank, srank, approximate_rank, dead_unit_fraction, active_unit_fraction,
+            feature_norm, weight_magnitude, distance_from_init, gradient_norm; None for all.
+        delta: delta of srank and approximate_rank.
+        include: fnmatch patterns of layers to measure (default: all hidden Linear/Conv layers).
         exclude: Patterns of layers to leave out.
-        step_attribute: LightningModule ``int`` attribute to log against (``None``: the Trainer's step).
+        step_attribute: LightningModule int attribute to log against (None: the Trainer's step).
 
     Raises:
         ValueError: On an unknown metric name or an invalid period.

@@ -48,7 +48,15 @@ def output_hooks(model: nn.Module) -> dict[str, tuple[nn.Module, int | None]]:
 
 
 def clean_name(name: str) -> str:
-    """Strip wrapper prefixes (``torch.compile``'s ``_orig_mod``, DDP's ``module``) from a module name."""
+    """Strip ``torch.compile``'s ``_orig_mod`` parts from a module name, so a compiled model keeps its layer names.
+
+    A ``module`` part (DDP's wrapper) is kept: under Lightning the callbacks see the LightningModule, never the
+    DDP wrapper around it, and ``module`` is also a common name of a user's own submodule.
+
+    Example:
+        >>> clean_name("_orig_mod.encoder.0"), clean_name("net._orig_mod.0"), clean_name("module.0")
+        ('encoder.0', 'net.0', 'module.0')
+    """
     parts = [p for p in name.split(".") if p != "_orig_mod"]
     return ".".join(parts)
 
