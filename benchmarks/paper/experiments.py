@@ -151,7 +151,15 @@ _SAC_TAU = ("--grama-tau", "0")  # Table 7: reset tau 0 (ReGraMa); ReDo keeps Se
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
-        Experiment("fig3-quadrants", "Fig. 3", None, missing="scores by both metrics at one step: not built yet"),
+        # fig3 and fig6b read the same vanilla BRO-net runs (benchmarks/paper/neuron_runs.py), made once.
+        Experiment(
+            "fig3-quadrants",
+            "Fig. 3",
+            "bro",
+            _grid(("dmc:dog-walk",), {"default": ()}),
+            ("vanilla",),
+            driver="quadrants",
+        ),
         Experiment(
             "fig4-variants",
             "Fig. 4",
@@ -169,7 +177,14 @@ EXPERIMENTS: dict[str, Experiment] = {
         ),
         Experiment("fig5-time", "Fig. 5 (left)", None, missing="timing driver not built yet"),
         Experiment("fig5-cifar", "Fig. 5 (right)", None, missing="run it with python -m benchmarks.cifar100_continual"),
-        Experiment("fig6b-irreversible", "Fig. 6b", None, missing="score tracing of sampled neurons: not built yet"),
+        Experiment(
+            "fig6b-irreversible",
+            "Fig. 6b",
+            "bro",
+            _grid(("dmc:dog-walk",), {"default": ()}),
+            ("vanilla",),
+            driver="irreversible",
+        ),
         Experiment(
             "fig7-pruning",
             "Fig. 7",
