@@ -167,3 +167,38 @@ def test_smoke_runs_once_for_both_experiments_and_reports(tmp_path, capsys):
         assert (folder / "figure.png").stat().st_size > 0 and "seeds [0]" in (folder / "table.md").read_text()
     table = (tmp_path / "fig3-quadrants" / "table.csv").read_text().splitlines()
     assert len(table) == 1 + 2 * 4  # two methods x four kinds
+
+
+class Counted(Net):
+    """Counts its own steps from ``start``, as a resumed agent's ``updates``."""
+
+    def __init__(self, start):
+        super().__init__()
+        self.count = start
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self.count += 1
+
+
+def test_a_resumed_run_keeps_the_records_up_to_its_restart_and_appends(tmp_path):
+    path, flags = (
+        tmp_path / "scores.npz",
+        {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False},
+    )
+
+    def fit(start, steps, data_seed):
+        torch.manual_seed(data_seed)
+        data = DataLoader(TensorDataset(torch.randn(64, 4), torch.randint(0, 3, (64,))), batch_size=16)
+        monitors = [ReGraMa(reset_every_n_steps=None, log_every_n_steps=2), ReDo(reset_every_n_steps=None)]
+        recorder = NeuronScores(path, 4, step_attribute="count")
+        pl.Trainer(max_steps=steps, log_every_n_steps=2, callbacks=[*monitors, recorder], **flags).fit(
+            Counted(start), data
+        )
+        return load(path)
+
+    first = fit(0, 8, data_seed=1)
+    assert first.steps.tolist() == [4, 8]
+    resumed = fit(4, 4, data_seed=2)  # an attempt restarting at step 4, on other data
+    assert resumed.steps.tolist() == [4, 8]
+    np.testing.assert_array_equal(resumed.scores["grama"][0], first.scores["grama"][0])
+    assert not np.allclose(resumed.scores["grama"][1], first.scores["grama"][1])

@@ -115,26 +115,28 @@ def _figure(rows: list[dict], path: Path, scale: str, seeds: int) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    fig, ax = plt.subplots(figsize=(4.5, 3.8))
+    fig, ax = plt.subplots(figsize=(4.5, 4.0))
     for x, method in enumerate(METHODS):
         bottom = 0.0
         for name, colour in KINDS.values():
             row = next(r for r in rows if r["method"] == method and r["kind"] == name)
             share = row["share_mean"] if np.isfinite(row["share_mean"]) else 0.0
-            ax.bar(x, share, 0.6, bottom=bottom, color=colour, edgecolor=style.color(method), linewidth=1.5,
-                   label=name if x == 0 else None)  # fmt: skip
+            ax.bar(x, share, 0.6, bottom=bottom, color=colour, edgecolor=style.color(method), linewidth=1.5)
             if share > 0.04:
                 ci = f"{share:.2f}\n[{row['share_low']:.2f}, {row['share_high']:.2f}]"
                 ax.text(x, bottom + share / 2, ci, ha="center", va="center", fontsize=6,
                         color="white" if colour in ("#1f3b73", "#d62728") else "black")  # fmt: skip
             bottom += share
+    first = {m: next(r for r in rows if r["method"] == m) for m in METHODS}
     ax.set_xticks(range(len(METHODS)))
-    ax.set_xticklabels([f"{style.label(m)}\n({next(r for r in rows if r['method'] == m)['seeds']} seeds)"
-                        for m in METHODS])  # fmt: skip
+    ax.set_xticklabels([f"{style.label(m)}\n{first[m]['seeds']} seeds\n{first[m]['selected_per_step']:.1f} / step"
+                        for m in METHODS], fontsize=8)  # fmt: skip
     ax.set_ylabel("share of the neurons it resets")
     ax.set_xlim(-0.6, len(METHODS) + 1.4)
-    ax.legend(fontsize=7, loc="center right")
+    kinds = [Patch(facecolor=colour, edgecolor="black", label=name) for name, colour in KINDS.values()]
+    ax.legend(handles=kinds, fontsize=7, loc="center right")
     ax.set_title(f"{NAME} ({scale} scale, {seeds} seeds; mean, 95% CI)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
