@@ -35,6 +35,11 @@ def run(scale: str, out: Path, seeds: tuple[int, ...] | None = None) -> None:
     neuron_runs.run(scale, out, seeds)
 
 
+def sampling_step(recorded: Recorded) -> int:
+    """Index of the sampling record: the first at or past ``SAMPLE_AT`` of the run's steps."""
+    return int(np.searchsorted(recorded.steps, SAMPLE_AT * recorded.steps[-1], side="left"))
+
+
 def trace(recorded: Recorded, seed: int) -> dict | None:
     """The sampled neurons' scores per phase of one run (``None`` when no neuron is inactive at the sampling step).
 
@@ -44,7 +49,7 @@ def trace(recorded: Recorded, seed: int) -> dict | None:
         the sampling).
     """
     grama, steps = recorded.scores["grama"], recorded.steps
-    start = int(np.searchsorted(steps, SAMPLE_AT * steps[-1], side="left"))
+    start = sampling_step(recorded)
     if start >= len(steps) - 1:
         return None
     inactive = np.flatnonzero(np.isfinite(grama[start]) & (grama[start] <= TAU))
@@ -71,6 +76,7 @@ def report(scale: str, out: Path) -> Path:
     """
     done, missing = neuron_runs.finished(NAME, scale, out)
     traces = {seed: trace(recorded, seed) for seed, recorded in done.items()}
+    lowest = {s: float(np.nanmin(r.scores["grama"][sampling_step(r)])) for s, r in done.items()}
     empty = sorted(s for s, t in traces.items() if t is None)
     traces = {s: t for s, t in traces.items() if t is not None}
     rows = []
@@ -91,6 +97,8 @@ def report(scale: str, out: Path) -> Path:
                  f"{NAME} (Fig. 6b), {scale} scale: GraMa scores of neurons inactive (<= {TAU}) early in vanilla "
                  f"BRO-net ({neuron_runs.ENV[scale]}), seeds {sorted(done)}",
                  f"Sampled: {sampled_at or 'none'}. Seeds with no inactive neuron to sample: {empty or 'none'}. "
+                 f"Lowest GraMa score at the sampling step: "
+                 f"{', '.join(f'seed {s}: {v:.3g}' for s, v in lowest.items())}. "
                  f"above = score > {TAU} at the phase's last record; ever = above at any record since the "
                  f"sampling (mean over seeds, 95% bootstrap CI). Missing seeds ({len(missing)}): "
                  f"{', '.join(map(str, missing)) or 'none'}")  # fmt: skip
