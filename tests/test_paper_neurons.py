@@ -115,22 +115,23 @@ def test_quadrants_count_each_methods_selection_by_kind():
 
 
 def test_irreversible_trace_follows_the_sampled_neurons():
-    # 10 records, 4 neurons; sampled at the first record (>= a tenth of training): neurons 0, 1, 2 are inactive.
-    grama = np.ones((10, 4))
-    grama[:, 0] = 0.0  # never recovers
+    # 10 records (steps 1000..10000); the window (first third) is records 0-2; 5 neurons.
+    grama = np.ones((10, 5))
+    grama[:, 0] = 0.0  # inactive from the start, never recovers
     grama[:, 1] = 0.001
-    grama[3, 1] = 0.5  # recovers once, in the second phase, then falls back
-    grama[:, 2] = 0.002
-    grama[9, 2] = 0.02  # recovers at the last record
+    grama[5, 1] = 0.5  # recovers once, in the second phase, then falls back
+    grama[2, 2] = 0.002  # inactive at the window's last record only, active after it
+    grama[:, 3] = 0.001
+    grama[0, 3], grama[1, 3] = 0.002, 0.5  # recovers inside the window, then inactive again
+    # neuron 4 never inactive: not sampled
     result = irreversible.trace(_recorded(grama, grama), seed=0)
-    assert result["sampled"] == 3 and result["sampled_at"] == 500
-    # 9 later records in 5 phases: [1, 2], [3, 4], [5, 6], [7, 8], [9]; sampled neurons in index order 0, 1, 2.
+    assert result["sampled"] == 4 and result["window_env_steps"] == 1500
+    # 7 later records in 5 phases ending at records 4, 6, 7, 8, 9; sampled neurons in index order 0-3.
+    assert [p["env_steps"] for p in result["phases"]] == [2500, 3500, 4000, 4500, 5000]
     ever = [p["ever"].tolist() for p in result["phases"]]
-    assert ever == [[False, False, False], [False, True, False], [False, True, False], [False, True, False],
-                    [False, True, True]]  # fmt: skip
+    assert ever == [[False, False, True, True]] + [[False, True, True, True]] * 4
     above = [(p["scores"] > irreversible.TAU).tolist() for p in result["phases"]]
-    assert above[1] == [False, False, False] and above[-1] == [False, False, True]
-    assert [p["env_steps"] for p in result["phases"]] == [1500, 2500, 3500, 4500, 5000]
+    assert above[0] == above[1] == [False, False, True, False]
     assert irreversible.trace(_recorded(np.ones((10, 4)), np.ones((10, 4))), seed=0) is None  # nothing inactive
 
 

@@ -1,13 +1,15 @@
 """``fig6b-irreversible`` (paper Fig. 6b): do neurons that lost their learning capacity recover on their own?
 
-In the vanilla BRO-net runs of :mod:`.neuron_runs` (no reset), at the first recorded step past a tenth of
-training (the paper: "the pre-training period"), up to 1000 neurons whose GraMa score is <= 0.0095 (the paper's
-threshold) are drawn at random (a generator seeded with the run's seed) among the critics' and the actor's
-scored neurons. Their GraMa scores are then followed at every later record. The records after the sampling
-step are cut into five training phases of equal length (in records); per phase the report gives the histogram
-of the sampled neurons' scores at the phase's last record (pooled over seeds, in the figure), the fraction
-above the threshold then, and the fraction that has been above it at any record since the sampling, each as
-a mean over seeds with a 95% bootstrap interval (a seed with no inactive neuron to sample is left out).
+In the vanilla BRO-net runs of :mod:`.neuron_runs` (no reset), the sampling window is the records of the
+first third of training (the paper samples "in the pre-training period"; a window, not one step, because at
+``cpu`` scale GraMa-inactive neurons appear only now and then). Among the critics' and the actor's neurons
+whose GraMa score is <= 0.0095 (the paper's threshold) at some record of the window, up to 1000 are drawn at
+random (a generator seeded with the run's seed), each followed from the record where it was first inactive.
+The records after the window are cut into five training phases of equal length (in records); per phase the
+report gives the histogram of the sampled neurons' scores at the phase's last record (pooled over seeds, in the
+figure), the fraction above the threshold then, and the fraction that has been above it at any record since it
+was first inactive ("ever recovered"), each as a mean over seeds with a 95% bootstrap interval (a seed with no
+inactive neuron to sample is left out).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .report import write_tables
 NAME = "fig6b-irreversible"
 TAU = 0.0095  # "GraMa with a threshold of tau=0.0095"
 SAMPLE = 1000  # "sample 1000 inactive neurons"
-SAMPLE_AT = 0.1  # fraction of the run's updates after which the first record is the sampling step
+SAMPLE_UNTIL = 1 / 3  # the sampling window: records up to this fraction of the run's steps
 PHASES = 5
 COLUMNS = ("phase", "env_steps", "seeds", "sampled", "above_mean", "above_low", "above_high", "ever_mean",
            "ever_low", "ever_high", "median_score")  # fmt: skip
@@ -35,36 +37,39 @@ def run(scale: str, out: Path, seeds: tuple[int, ...] | None = None) -> None:
     neuron_runs.run(scale, out, seeds)
 
 
-def sampling_step(recorded: Recorded) -> int:
-    """Index of the sampling record: the first at or past ``SAMPLE_AT`` of the run's steps."""
-    return int(np.searchsorted(recorded.steps, SAMPLE_AT * recorded.steps[-1], side="left"))
+def window_end(recorded: Recorded) -> int:
+    """Index of the last record of the sampling window (steps up to ``SAMPLE_UNTIL`` of the last one)."""
+    return max(0, int(np.searchsorted(recorded.steps, SAMPLE_UNTIL * recorded.steps[-1], side="right")) - 1)
 
 
 def trace(recorded: Recorded, seed: int) -> dict | None:
-    """The sampled neurons' scores per phase of one run (``None`` when no neuron is inactive at the sampling step).
+    """The sampled neurons' scores per phase of one run (``None`` when no neuron is inactive in the window).
 
     Returns:
-        ``sampled`` (how many), ``sampled_at`` (environment steps), and per phase ``env_steps`` (at its last
-        record), ``scores`` (the sampled neurons' scores then) and ``ever`` (above ``TAU`` at any record since
-        the sampling).
+        ``sampled`` (how many), ``window_env_steps`` (environment steps at the window's end), and per phase
+        ``env_steps`` (at its last record), ``scores`` (the sampled neurons' scores then) and ``ever`` (above
+        ``TAU`` at some record after the neuron's first inactive one).
     """
-    grama, steps = recorded.scores["grama"], recorded.steps
-    start = sampling_step(recorded)
-    if start >= len(steps) - 1:
+    grama = recorded.scores["grama"]
+    end = window_end(recorded)
+    if end >= len(grama) - 1:
         return None
-    inactive = np.flatnonzero(np.isfinite(grama[start]) & (grama[start] <= TAU))
-    if inactive.size == 0:
+    low = np.isfinite(grama[: end + 1]) & (grama[: end + 1] <= TAU)
+    candidates = np.flatnonzero(low.any(axis=0))
+    if candidates.size == 0:
         return None
     rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(inactive, size=min(SAMPLE, inactive.size), replace=False))
-    later = grama[start + 1 :, chosen]
-    ever = np.maximum.accumulate(later > TAU, axis=0)
-    phases = [p for p in np.array_split(np.arange(len(later)), min(PHASES, len(later))) if p.size]
+    chosen = np.sort(rng.choice(candidates, size=min(SAMPLE, candidates.size), replace=False))
+    first = low[:, chosen].argmax(axis=0)  # each neuron's first inactive record
+    after = np.arange(len(grama))[:, None] > first[None, :]
+    ever = np.maximum.accumulate((grama[:, chosen] > TAU) & after, axis=0)
+    later = np.arange(end + 1, len(grama))
+    phases = [p[-1] for p in np.array_split(later, min(PHASES, later.size)) if p.size]
     return {
         "sampled": int(chosen.size),
-        "sampled_at": int(recorded.env_steps[start]),
-        "phases": [{"env_steps": int(recorded.env_steps[start + 1 + p[-1]]), "scores": later[p[-1]],
-                    "ever": ever[p[-1]]} for p in phases],
+        "window_env_steps": int(recorded.env_steps[end]),
+        "phases": [{"env_steps": int(recorded.env_steps[i]), "scores": grama[i, chosen], "ever": ever[i]}
+                   for i in phases],
     }  # fmt: skip
 
 
@@ -76,7 +81,7 @@ def report(scale: str, out: Path) -> Path:
     """
     done, missing = neuron_runs.finished(NAME, scale, out)
     traces = {seed: trace(recorded, seed) for seed, recorded in done.items()}
-    lowest = {s: float(np.nanmin(r.scores["grama"][sampling_step(r)])) for s, r in done.items()}
+    lowest = {s: float(np.nanmin(r.scores["grama"][: window_end(r) + 1])) for s, r in done.items()}
     empty = sorted(s for s, t in traces.items() if t is None)
     traces = {s: t for s, t in traces.items() if t is not None}
     rows = []
@@ -92,15 +97,16 @@ def report(scale: str, out: Path) -> Path:
             "median_score": float(np.median(np.concatenate([p["scores"] for p in phase]))),
         })  # fmt: skip
     folder = out / NAME
-    sampled_at = ", ".join(f"seed {s}: {t['sampled']} at {t['sampled_at']} env steps" for s, t in traces.items())
+    sampled = ", ".join(f"seed {s}: {t['sampled']} (window to {t['window_env_steps']} env steps)"
+                        for s, t in traces.items())  # fmt: skip
     write_tables(folder, rows, COLUMNS,
                  f"{NAME} (Fig. 6b), {scale} scale: GraMa scores of neurons inactive (<= {TAU}) early in vanilla "
                  f"BRO-net ({neuron_runs.ENV[scale]}), seeds {sorted(done)}",
-                 f"Sampled: {sampled_at or 'none'}. Seeds with no inactive neuron to sample: {empty or 'none'}. "
-                 f"Lowest GraMa score at the sampling step: "
+                 f"Sampled: {sampled or 'none'}. Seeds with no inactive neuron to sample: {empty or 'none'}. "
+                 f"Lowest GraMa score in the sampling window: "
                  f"{', '.join(f'seed {s}: {v:.3g}' for s, v in lowest.items())}. "
-                 f"above = score > {TAU} at the phase's last record; ever = above at any record since the "
-                 f"sampling (mean over seeds, 95% bootstrap CI). Missing seeds ({len(missing)}): "
+                 f"above = score > {TAU} at the phase's last record; ever = above at some record since the "
+                 f"neuron was first inactive (mean over seeds, 95% bootstrap CI). Missing seeds ({len(missing)}): "
                  f"{', '.join(map(str, missing)) or 'none'}")  # fmt: skip
     _figure(rows, traces, folder / "figure.png", scale)
     return folder
