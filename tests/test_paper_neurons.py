@@ -111,7 +111,8 @@ def test_quadrants_count_each_methods_selection_by_kind():
     kinds = [name for name, _ in quadrants.KINDS.values()]
     assert kinds == ["high expr, high learn", "low expr, high learn", "low expr, low learn", "high expr, low learn"]
     assert counts["redo"].tolist() == [0, 1, 2, 0] and counts["regrama"].tolist() == [0, 0, 2, 1]
-    assert totals == {"redo": 3, "regrama": 3}
+    assert counts["all"].tolist() == [1, 1, 5, 1]  # the base rates: every neuron once
+    assert totals == {"redo": 3, "regrama": 3, "all": 8}
 
 
 def test_irreversible_trace_follows_the_sampled_neurons():
@@ -167,7 +168,7 @@ def test_smoke_runs_once_for_both_experiments_and_reports(tmp_path, capsys):
         folder = tmp_path / name
         assert (folder / "figure.png").stat().st_size > 0 and "seeds [0]" in (folder / "table.md").read_text()
     table = (tmp_path / "fig3-quadrants" / "table.csv").read_text().splitlines()
-    assert len(table) == 1 + 2 * 4  # two methods x four kinds
+    assert len(table) == 1 + 3 * 4  # two methods and all neurons x four kinds
 
 
 class Counted(Net):

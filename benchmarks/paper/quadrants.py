@@ -29,7 +29,8 @@ from .neuron_scores import Recorded
 from .report import write_tables
 
 NAME = "fig3-quadrants"
-METHODS = {"redo": "redo", "regrama": "grama"}  # method -> the signal it selects on
+# Each bar: a method and the signal it selects on; "all": every scored neuron (the kinds' base rates).
+METHODS: dict[str, str | None] = {"redo": "redo", "regrama": "grama", "all": None}
 TOP = 0.25  # "we select the top 25% of neurons in each ranking"
 LAST = 0.25  # the records analysed: the last quarter of the run
 # (expressive, learning) high?  -> kind; colours after the paper's figure (white, dark blue, reds)
@@ -72,7 +73,10 @@ def kind_counts(recorded: Recorded) -> tuple[dict[str, np.ndarray], dict[str, in
         grama, redo = grama[keep], redo[keep]
         expressive, learning = high(redo), high(grama)
         for method, signal in METHODS.items():
-            chosen = (redo if signal == "redo" else grama) <= recorded.taus[signal]
+            if signal is None:
+                chosen = np.ones(grama.size, dtype=bool)
+            else:
+                chosen = (redo if signal == "redo" else grama) <= recorded.taus[signal]
             for j, (e, g) in enumerate(KINDS):
                 counts[method][j] += int(np.sum(chosen & (expressive == e) & (learning == g)))
     return counts, {m: int(c.sum()) for m, c in counts.items()}, len(rows)
@@ -104,7 +108,8 @@ def report(scale: str, out: Path) -> Path:
                  f"{NAME} (Fig. 3), {scale} scale: kinds of neurons each method selects on the same vanilla "
                  f"BRO-net ({neuron_runs.ENV[scale]}), seeds {sorted(done)}",
                  f"Shares over seeds (mean, 95% bootstrap CI) among the neurons selected at the last quarter's "
-                 f"recorded steps; high = top {TOP:.0%} of the ranking. Missing seeds ({len(missing)}): "
+                 f"recorded steps; high = top {TOP:.0%} of the ranking; method 'all' = every scored neuron (the "
+                 f"kinds' base rates). Missing seeds ({len(missing)}): "
                  f"{', '.join(map(str, missing)) or 'none'}")  # fmt: skip
     _figure(rows, folder / "figure.png", scale, len(done))
     return folder
@@ -117,13 +122,14 @@ def _figure(rows: list[dict], path: Path, scale: str, seeds: int) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    fig, ax = plt.subplots(figsize=(4.5, 4.0))
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
     for x, method in enumerate(METHODS):
         bottom = 0.0
         for name, colour in KINDS.values():
             row = next(r for r in rows if r["method"] == method and r["kind"] == name)
             share = row["share_mean"] if np.isfinite(row["share_mean"]) else 0.0
-            ax.bar(x, share, 0.6, bottom=bottom, color=colour, edgecolor=style.color(method), linewidth=1.5)
+            edge = style.color(method if method in style.COLORS else "vanilla")
+            ax.bar(x, share, 0.6, bottom=bottom, color=colour, edgecolor=edge, linewidth=1.5)
             if share > 0.04:
                 ci = f"{share:.2f}\n[{row['share_low']:.2f}, {row['share_high']:.2f}]"
                 ax.text(x, bottom + share / 2, ci, ha="center", va="center", fontsize=6,
@@ -131,10 +137,11 @@ def _figure(rows: list[dict], path: Path, scale: str, seeds: int) -> None:
             bottom += share
     first = {m: next(r for r in rows if r["method"] == m) for m in METHODS}
     ax.set_xticks(range(len(METHODS)))
-    ax.set_xticklabels([f"{style.label(m)}\n{first[m]['seeds']} seeds\n{first[m]['selected_per_step']:.1f} / step"
+    names = {**{m: style.label(m) for m in METHODS}, "all": "all scored"}
+    ax.set_xticklabels([f"{names[m]}\n{first[m]['seeds']} seeds\n{first[m]['selected_per_step']:.1f} / step"
                         for m in METHODS], fontsize=8)  # fmt: skip
     ax.set_ylabel("share of the neurons it resets")
-    ax.set_xlim(-0.6, len(METHODS) + 1.4)
+    ax.set_xlim(-0.6, len(METHODS) + 1.6)
     kinds = [Patch(facecolor=colour, edgecolor="black", label=name) for name, colour in KINDS.values()]
     ax.legend(handles=kinds, fontsize=7, loc="center right")
     ax.set_title(f"{NAME} ({scale} scale, {seeds} seeds; mean, 95% CI)", fontsize=8)
