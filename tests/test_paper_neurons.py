@@ -105,7 +105,7 @@ def test_quadrants_count_each_methods_selection_by_kind():
     redo = [0.0, 0.0, 0.01, 1.0, 2.0, 3.0, 1.5, 0.5]
     grama = [5.0, 0.0, 0.005, 1.0, 0.001, 2.0, 0.5, 0.7]
     early = [[1.0] * 8]  # outside the last quarter: not counted
-    counts, totals, analysed = quadrants.kind_counts(_recorded(early * 3 + [grama], early * 3 + [redo]))
+    counts, totals, analysed, per_layer = quadrants.kind_counts(_recorded(early * 3 + [grama], early * 3 + [redo]))
     assert analysed == 1
     # ReDo selects 0 (low expr, high learn), 1 and 2 (low, low); ReGraMa 1, 2 (low, low) and 4 (high expr, low learn).
     kinds = [name for name, _ in quadrants.KINDS.values()]
@@ -113,6 +113,9 @@ def test_quadrants_count_each_methods_selection_by_kind():
     assert counts["redo"].tolist() == [0, 1, 2, 0] and counts["regrama"].tolist() == [0, 0, 2, 1]
     assert counts["all"].tolist() == [1, 1, 5, 1]  # the base rates: every neuron once
     assert totals == {"redo": 3, "regrama": 3, "all": 8}
+    # layer "a" holds neurons 0-5, "b" neurons 6-7
+    assert per_layer["redo"].tolist() == [3, 0] and per_layer["regrama"].tolist() == [3, 0]
+    assert per_layer["all"].tolist() == [6, 2]
 
 
 def test_irreversible_trace_follows_the_sampled_neurons():

@@ -56,21 +56,22 @@ def high(scores: np.ndarray, top: float = TOP) -> np.ndarray:
     return flags
 
 
-def kind_counts(recorded: Recorded) -> tuple[dict[str, np.ndarray], dict[str, int], int]:
+def kind_counts(recorded: Recorded) -> tuple[dict[str, np.ndarray], dict[str, int], int, dict[str, np.ndarray]]:
     """How the neurons each method selects fall into the four kinds, pooled over the last quarter's records.
 
     Returns:
-        Per method the count of each kind (``KINDS`` order), per method the neurons selected in all, and the
-        number of records analysed.
+        Per method the count of each kind (``KINDS`` order), per method the neurons selected in all, the
+        number of records analysed, and per method the neurons selected in each layer (``recorded.layers``).
     """
     steps = recorded.steps
     first = int(np.searchsorted(steps, steps[-1] * (1.0 - LAST), side="right"))
     rows = range(min(first, len(steps) - 1), len(steps))
     counts = {m: np.zeros(len(KINDS), dtype=np.int64) for m in METHODS}
+    per_layer = {m: np.zeros(len(recorded.layers), dtype=np.int64) for m in METHODS}
     for i in rows:
         grama, redo = recorded.scores["grama"][i], recorded.scores["redo"][i]
         keep = np.isfinite(grama) & np.isfinite(redo)
-        grama, redo = grama[keep], redo[keep]
+        grama, redo, layer = grama[keep], redo[keep], recorded.layer_of()[keep]
         expressive, learning = high(redo), high(grama)
         for method, signal in METHODS.items():
             if signal is None:
@@ -79,7 +80,8 @@ def kind_counts(recorded: Recorded) -> tuple[dict[str, np.ndarray], dict[str, in
                 chosen = (redo if signal == "redo" else grama) <= recorded.taus[signal]
             for j, (e, g) in enumerate(KINDS):
                 counts[method][j] += int(np.sum(chosen & (expressive == e) & (learning == g)))
-    return counts, {m: int(c.sum()) for m, c in counts.items()}, len(rows)
+            per_layer[method] += np.bincount(layer[chosen], minlength=len(recorded.layers))
+    return counts, {m: int(c.sum()) for m, c in counts.items()}, len(rows), per_layer
 
 
 def report(scale: str, out: Path) -> Path:
@@ -92,9 +94,9 @@ def report(scale: str, out: Path) -> Path:
     per_seed = {seed: kind_counts(recorded) for seed, recorded in done.items()}
     rows = []
     for method in METHODS:
-        shares = [c[method] / total[method] for c, total, _ in per_seed.values() if total[method] > 0]
-        selected = float(np.mean([total[method] / n for _, total, n in per_seed.values()]))
-        analysed = int(np.mean([n for _, _, n in per_seed.values()]))
+        shares = [c[method] / total[method] for c, total, _, _ in per_seed.values() if total[method] > 0]
+        selected = float(np.mean([total[method] / n for _, total, n, _ in per_seed.values()]))
+        analysed = int(np.mean([n for _, _, n, _ in per_seed.values()]))
         for j, (name, _) in enumerate(KINDS.values()):
             agg = stats.summarize([s[j] for s in shares]) if shares else None
             rows.append({
@@ -104,13 +106,17 @@ def report(scale: str, out: Path) -> Path:
                 "steps_analysed": analysed,
             })  # fmt: skip
     folder = out / NAME
+    layers = next(iter(done.values())).layers
+    where = {m: np.mean([c[3][m] / c[2] for c in per_seed.values()], axis=0) for m in METHODS if m != "all"}
+    by_layer = "; ".join(f"{style.label(m)}: " + ", ".join(f"{n} {v:.1f}" for n, v in zip(layers, where[m], strict=True)
+                                                          if v > 0) for m in where)  # fmt: skip
     write_tables(folder, rows, COLUMNS,
                  f"{NAME} (Fig. 3), {scale} scale: kinds of neurons each method selects on the same vanilla "
                  f"BRO-net ({neuron_runs.ENV[scale]}), seeds {sorted(done)}",
                  f"Shares over seeds (mean, 95% bootstrap CI) among the neurons selected at the last quarter's "
                  f"recorded steps; high = top {TOP:.0%} of the ranking; method 'all' = every scored neuron (the "
-                 f"kinds' base rates). Missing seeds ({len(missing)}): "
-                 f"{', '.join(map(str, missing)) or 'none'}")  # fmt: skip
+                 f"kinds' base rates). Selected per record by layer (mean over seeds): {by_layer}. Missing seeds "
+                 f"({len(missing)}): {', '.join(map(str, missing)) or 'none'}")  # fmt: skip
     _figure(rows, folder / "figure.png", scale, len(done))
     return folder
 
