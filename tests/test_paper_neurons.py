@@ -130,6 +130,7 @@ def test_irreversible_trace_follows_the_sampled_neurons():
     # neuron 4 never inactive: not sampled
     result = irreversible.trace(_recorded(grama, grama), seed=0)
     assert result["sampled"] == 4 and result["window_env_steps"] == 1500
+    assert result["layers"] == ["a", "a", "a", "b"]  # neurons 0-2 in layer "a" (3 neurons), 3 in "b"
     # 7 later records in 5 phases ending at records 4, 6, 7, 8, 9; sampled neurons in index order 0-3.
     assert [p["env_steps"] for p in result["phases"]] == [2500, 3500, 4000, 4500, 5000]
     ever = [p["ever"].tolist() for p in result["phases"]]

@@ -14,6 +14,7 @@ inactive neuron to sample is left out).
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,8 @@ def trace(recorded: Recorded, seed: int) -> dict | None:
     """The sampled neurons' scores per phase of one run (``None`` when no neuron is inactive in the window).
 
     Returns:
-        ``sampled`` (how many), ``window_env_steps`` (environment steps at the window's end), and per phase
+        ``sampled`` (how many), ``window_env_steps`` (environment steps at the window's end), ``layers`` (the
+        layer of each sampled neuron), and per phase
         ``env_steps`` (at its last record), ``scores`` (the sampled neurons' scores then) and ``ever`` (above
         ``TAU`` at some record after the neuron's first inactive one).
     """
@@ -68,6 +70,7 @@ def trace(recorded: Recorded, seed: int) -> dict | None:
     return {
         "sampled": int(chosen.size),
         "window_env_steps": int(recorded.env_steps[end]),
+        "layers": [recorded.layers[i] for i in recorded.layer_of()[chosen]],
         "phases": [{"env_steps": int(recorded.env_steps[i]), "scores": grama[i, chosen], "ever": ever[i]}
                    for i in phases],
     }  # fmt: skip
@@ -97,7 +100,8 @@ def report(scale: str, out: Path) -> Path:
             "median_score": float(np.median(np.concatenate([p["scores"] for p in phase]))),
         })  # fmt: skip
     folder = out / NAME
-    sampled = ", ".join(f"seed {s}: {t['sampled']} (window to {t['window_env_steps']} env steps)"
+    sampled = "; ".join(f"seed {s}: {t['sampled']} (window to {t['window_env_steps']} env steps; "
+                        + ", ".join(f"{n} {k}" for n, k in Counter(t["layers"]).most_common()) + ")"
                         for s, t in traces.items())  # fmt: skip
     write_tables(folder, rows, COLUMNS,
                  f"{NAME} (Fig. 6b), {scale} scale: GraMa scores of neurons inactive (<= {TAU}) early in vanilla "
