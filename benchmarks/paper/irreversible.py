@@ -127,7 +127,7 @@ def _figure(rows: list[dict], traces: dict[int, dict], path: Path, scale: str) -
     if rows:
         pooled = [np.concatenate([t["phases"][r["phase"] - 1]["scores"] for t in traces.values()]) for r in rows]
         top = max(3 * TAU, float(np.quantile(np.concatenate(pooled), 0.99)))
-        bins = np.linspace(0.0, top, 31)
+        bins = np.concatenate([[0.0], np.linspace(TAU, top, 30)])  # tau is an edge: the first bin is inactive
         for r, scores in zip(rows, pooled, strict=True):
             counts, _ = np.histogram(np.clip(scores, 0.0, top), bins)
             y = r["phase"]
@@ -147,7 +147,7 @@ def _figure(rows: list[dict], traces: dict[int, dict], path: Path, scale: str) -
     hist.set_xlabel("GraMa score of the sampled neurons (clipped at the right edge)")
     hist.set_ylabel("training phase (env steps at its end)")
     frac.set_xlabel("environment steps")
-    frac.set_ylabel("fraction of the sampled neurons (mean, 95% CI)")
+    frac.set_ylabel("fraction of sampled neurons (mean, 95% CI)")
     frac.set_ylim(-0.02, 1.02)
     seeds = rows[0]["seeds"] if rows else 0
     fig.suptitle(f"{NAME} ({scale} scale, {seeds} seeds with sampled neurons)", fontsize=9)
