@@ -1,14 +1,14 @@
 """The vanilla BRO-net runs whose per-neuron scores ``fig3-quadrants`` and ``fig6b-irreversible`` analyse.
 
 Both experiments read the same runs: vanilla BRO-net (no reset; both the ReGraMa and the ReDo callback only
-measure), on the same batch at every recorded step, through the RL runner with a :class:`~.neuron_scores.
-NeuronScores` recorder. They live under ``<out>/neuron-scores/<scale>/`` (the runner's layout below it), so that
+measure, on the same batch), through the RL runner with a :class:`~.neuron_scores.NeuronScores` recorder in its
+``extra_callbacks``. They live under ``<out>/neuron-scores/<scale>/`` (the runner's layout below it), so that
 running the second experiment skips the runs the first one made. Steps and seeds are the experiment's scale
 (``experiments.py``: ``list`` shows them); the rest of each scale is here:
 
 * ``paper``: dmc:dog-walk, BRO-net at appendix A Table 3 (the agent's defaults: width 256, 1 actor block, 2
   critic blocks, batch 128, replay ratio 2), 1M environment steps, seeds 0-4; scores recorded every 10,000
-  updates (every tenth of the paper's 1000-update reset period, i.e. on reset steps).
+  updates (every tenth reset step of the paper's 1000-update period; about 200 records, about 5 MB a run).
 * ``cpu``: dmc:dog-walk, BRO-net as at ``paper`` scale but 20k environment steps (the first 5k random, the
   loop's default), seeds 0-2; scores every 1000 updates (each reset step of the paper's period); one final
   evaluation episode.
