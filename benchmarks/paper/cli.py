@@ -73,11 +73,12 @@ def listing() -> str:
     for e in EXPERIMENTS.values():
         lines.append(f"{e.name:<20} {e.reference:<28} {_status(e)}")
         for scale in SCALES:
-            if e.driver:
-                cost = _driver_cost(e, scale)
-            elif e.agent and e.cells:
+            if e.agent and e.cells:  # an RL grid, run by the runner or by a driver around it
                 gpu = f", gpu ~{_hours(e.cost_hours(scale, 'gpu'))}" if scale == "paper" else ""
-                cost = f"{e.runs(scale)} runs, cpu ~{_hours(e.cost_hours(scale))}{gpu}"
+                runs = e.runs(scale)
+                cost = f"{runs} run{'s' if runs != 1 else ''}, cpu ~{_hours(e.cost_hours(scale))}{gpu}"
+            elif e.driver:
+                cost = _driver_cost(e, scale)
             else:
                 cost = "-"
             lines.append(f"    {scale:<6} {cost:<40} {command(__package__)} run {e.name} --scale {scale}")

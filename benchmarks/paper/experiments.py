@@ -23,8 +23,9 @@ TABLE8_TASKS = ("dmc:humanoid-stand", "dmc:humanoid-run", "dmc:dog-stand", "dmc:
 RL_METHODS = ("vanilla", "redo", "regrama")
 
 # Rough environment steps per second of one run (order of magnitude, for `list` only): measured throughput
-# varies with the machine and its load; the lead's perf results are the reference.
-STEPS_PER_S = {("bro", "cpu"): 40.0, ("sac", "cpu"): 100.0, ("dacer", "cpu"): 25.0}
+# varies with the machine and its load. BRO-net: the cpu-scale dog-walk runs of fig3/fig6b (width 256, replay
+# ratio 2) made 13-15 steps/s each on the shared 2-core machine.
+STEPS_PER_S = {("bro", "cpu"): 15.0, ("sac", "cpu"): 100.0, ("dacer", "cpu"): 25.0}
 GPU_SPEEDUP = 4.0
 
 
@@ -161,7 +162,15 @@ _SAC_TAU = ("--grama-tau", "0")  # Table 7: reset tau 0 (ReGraMa); ReDo keeps Se
 EXPERIMENTS: dict[str, Experiment] = {
     e.name: e
     for e in (
-        Experiment("fig3-quadrants", "Fig. 3", None, missing="scores by both metrics at one step: not built yet"),
+        # fig3 and fig6b read the same vanilla BRO-net runs (benchmarks/paper/neuron_runs.py), made once.
+        Experiment(
+            "fig3-quadrants",
+            "Fig. 3",
+            "bro",
+            _grid(("dmc:dog-walk",), {"default": ()}),
+            ("vanilla",),
+            driver="quadrants",
+        ),
         Experiment(
             "fig4-variants",
             "Fig. 4",
@@ -179,7 +188,14 @@ EXPERIMENTS: dict[str, Experiment] = {
         ),
         Experiment("fig5-time", "Fig. 5 (left)", None, driver="timing"),
         Experiment("fig5-cifar", "Fig. 5 (right)", None, driver="cifar"),
-        Experiment("fig6b-irreversible", "Fig. 6b", None, missing="score tracing of sampled neurons: not built yet"),
+        Experiment(
+            "fig6b-irreversible",
+            "Fig. 6b",
+            "bro",
+            _grid(("dmc:dog-walk",), {"default": ()}),
+            ("vanilla",),
+            driver="irreversible",
+        ),
         Experiment(
             "fig7-pruning",
             "Fig. 7",
