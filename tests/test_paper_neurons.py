@@ -164,7 +164,7 @@ def test_smoke_runs_once_for_both_experiments_and_reports(tmp_path, capsys):
     assert "done before" in capsys.readouterr().out  # the second experiment reuses the first one's run
     (path,) = tmp_path.glob(f"neuron-scores/smoke/*/bro/vanilla/seed0/{neuron_runs.SCORES_FILE}")
     recorded = load(path)
-    assert recorded.steps.tolist() == [40, 80, 120, 160, 200]
+    assert recorded.steps.tolist() == [20, 40, 60, 80, 100]  # 150 steps, 100 random, replay ratio 2
     assert recorded.scores["grama"].shape == recorded.scores["redo"].shape == (5, int(recorded.sizes.sum()))
     assert {n.split(".")[0] for n in recorded.layers} == {"critic", "actor"}
     for name in ("fig3-quadrants", "fig6b-irreversible"):

@@ -12,8 +12,8 @@ running the second experiment skips the runs the first one made. Steps and seeds
 * ``cpu``: dmc:dog-walk, BRO-net as at ``paper`` scale but 20k environment steps (the first 5k random, the
   loop's default), seeds 0-2; scores every 1000 updates (each reset step of the paper's period); one final
   evaluation episode.
-* ``smoke``: Pendulum-v1 instead of dog-walk (a dog-walk evaluation episode alone takes seconds), width 16, 200
-  steps; scores every 40 updates.
+* ``smoke``: Pendulum-v1 instead of dog-walk (a dog-walk evaluation episode alone takes seconds), width 16, 150
+  steps; scores every 20 updates.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .neuron_scores import NeuronScores, Recorded, load
 
 SCORES_FILE = "neuron_scores.npz"
 ENV = {"smoke": "Pendulum-v1", "cpu": "dmc:dog-walk", "paper": "dmc:dog-walk"}
-RECORD_EVERY = {"smoke": 40, "cpu": 1000, "paper": 10_000}  # updates; multiples of the scale's --log-every
+RECORD_EVERY = {"smoke": 20, "cpu": 1000, "paper": 10_000}  # updates; multiples of the scale's --log-every
 FLAGS = {
     "smoke": ("--learning-starts", "100", "--eval-every", "200", "--eval-episodes", "1", "--width", "16",
               "--log-every", "20", "--buffer-size", "1000", "--batch-size", "32", "--no-progress"),
