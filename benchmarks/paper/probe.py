@@ -23,6 +23,9 @@ SCALES = {
     "paper": (),  # the probe is not in the paper: the same settings as cpu
 }
 SEEDS = {"smoke": (0,), "cpu": (0, 1, 2, 3, 4), "paper": (0, 1, 2, 3, 4)}
+# Rough, one run at a time: a cpu-scale run (one network, method and seed) took 29-46 s on this project's 2-core
+# machine, and a scale has 4 networks x 3 methods x its seeds.
+COST_HOURS = {"smoke": 0.005, "cpu": 0.6, "paper": 0.6}
 COLUMNS = ("network", "method", "seeds", "acc_later_mean", "acc_later_low", "acc_later_high", "grama_ratio",
            "dormant_ratio", "neurons_reset")  # fmt: skip
 
