@@ -24,6 +24,7 @@ import numpy as np
 
 from ..harness import stats, style
 from ..harness.runs import is_complete
+from ..rl import plot as rl_plot
 from . import curves
 from .experiments import Experiment
 
@@ -56,14 +57,7 @@ def finished(experiment: Experiment, scale: str, out: Path) -> dict[Key, dict[st
 
 def read_series(folder: str | Path, key: str) -> curves.Series:
     """Environment steps and values of one logged key of a run's ``metrics.csv`` (rows without it skipped)."""
-    steps, values = [], []
-    with (Path(folder) / "metrics.csv").open(newline="") as f:
-        for row in csv.DictReader(f):
-            value = row.get(key) or ""
-            if value and np.isfinite(float(value)):
-                steps.append(int(row["step"]))
-                values.append(float(value))
-    return np.asarray(steps), np.asarray(values)
+    return rl_plot.read_series(Path(folder) / "metrics.csv", key)
 
 
 def _row(variant: str, env: str, method: str, returns: Sequence[float], norm: Sequence[float] | None,
