@@ -192,3 +192,25 @@ def normalized(values: Sequence[float] | np.ndarray, reference: float, baseline:
             f"reference equals baseline ({reference}): normalised scores are undefined; pick another reference."
         )
     return (np.asarray(values, dtype=float) - baseline) / (reference - baseline)
+
+
+def on_common_grid(
+    series: Sequence[tuple[np.ndarray, np.ndarray]], points: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Seeds' ``(steps, values)`` series interpolated on ``points`` steps that every series covers.
+
+    Returns:
+        ``(grid, curves)`` with ``curves`` of shape ``(series, len(grid))``; ``None`` if no series has a value.
+
+    Example:
+        >>> grid, curves = on_common_grid([(np.array([0, 10]), np.array([0.0, 1.0])),
+        ...                                (np.array([5, 20]), np.array([2.0, 2.0]))], points=2)
+        >>> grid.tolist(), curves.tolist()
+        ([5.0, 10.0], [[0.5, 1.0], [2.0, 2.0]])
+    """
+    series = [(np.asarray(s, float), np.asarray(v, float)) for s, v in series if len(s)]
+    if not series:
+        return None
+    first, last = max(s[0] for s, _ in series), min(s[-1] for s, _ in series)
+    grid = np.linspace(first, last, points) if last > first else np.array([first])
+    return grid, np.stack([np.interp(grid, s, v) for s, v in series])

@@ -33,13 +33,11 @@ def band(series: Sequence[Series], points: int = 100) -> tuple[np.ndarray, np.nd
         >>> grid.tolist(), mean.tolist(), (low == high).all()
         ([0.0, 5.0, 10.0], [0.0, 0.5, 1.0], np.True_)
     """
-    series = [(np.asarray(s, float), np.asarray(v, float)) for s, v in series if len(s)]
-    if not series:
+    gridded = stats.on_common_grid(series, points)
+    if gridded is None:
         empty = np.array([])
         return empty, empty, empty, empty
-    first, last = max(s[0] for s, _ in series), min(s[-1] for s, _ in series)
-    grid = np.linspace(first, last, points) if last > first else np.array([first])
-    curves = np.stack([np.interp(grid, s, v) for s, v in series])
+    grid, curves = gridded
     bounds = np.array([stats.bootstrap_ci(column, resamples=CURVE_RESAMPLES) for column in curves.T])
     return grid, curves.mean(0), bounds[:, 0], bounds[:, 1]
 

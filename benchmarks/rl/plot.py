@@ -25,7 +25,7 @@ import numpy as np
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-from ..harness import style
+from ..harness import stats, style
 from ..harness.cli import command, make_parser
 from ..harness.runs import is_complete
 
@@ -50,12 +50,10 @@ def read_series(path: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
 
 def aggregate(runs: list[tuple[np.ndarray, np.ndarray]], points: int = 200) -> tuple[np.ndarray, ...]:
     """Mean, min and max over runs, interpolated on a common grid of steps covered by every run."""
-    runs = [(s, v) for s, v in runs if len(s)]
-    if not runs:
+    gridded = stats.on_common_grid(runs, points)
+    if gridded is None:
         return (np.array([]),) * 4
-    low, high = max(s[0] for s, _ in runs), min(s[-1] for s, _ in runs)
-    grid = np.linspace(low, high, points) if high > low else np.array([low])
-    curves = np.stack([np.interp(grid, s, v) for s, v in runs])
+    grid, curves = gridded
     return grid, curves.mean(0), curves.min(0), curves.max(0)
 
 
